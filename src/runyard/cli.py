@@ -1,0 +1,297 @@
+"""The ``runyard`` command: parse, call the library, render.
+
+Imports stay light here: the heavy parts of the library are imported inside
+the commands that need them, so ``runyard --help`` and ``snapshot ls`` start
+fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any, NoReturn
+
+import click
+
+from runyard.errors import RunyardError
+
+
+class _Failure(click.ClickException):
+    """A RunyardError shown as its message alone (no 'Error:' prefix)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.message, err=True)
+
+
+def _fail(exc: RunyardError) -> NoReturn:
+    raise _Failure(str(exc), exc.exit_code) from exc
+
+
+class _Group(click.Group):
+    """Turns RunyardError into a clean message and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunyardError as exc:
+            _fail(exc)
+
+
+def _workspace_opt(ctx: click.Context) -> str | None:
+    obj = ctx.find_root().obj or {}
+    ws = obj.get("workspace")
+    return ws if isinstance(ws, str) else None
+
+
+def _open_workspace(ctx: click.Context) -> Any:
+    from runyard.workspace import Workspace, find_workspace
+
+    found = find_workspace(_workspace_opt(ctx))
+    if found is None:
+        ws = Workspace.from_config(create_default=True)
+        click.echo(f"runyard: created the workspace {ws.path} (make a project one with: runyard init)", err=True)
+        return ws
+    return Workspace(found)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--workspace",
+    "workspace",
+    envvar="RUNYARD_WORKSPACE",
+    metavar="PATH",
+    help="Workspace folder (default: .runyard/ here or above, else ~/.runyard). Env: RUNYARD_WORKSPACE.",
+)
+@click.version_option(package_name="runyard", prog_name="runyard")
+@click.pass_context
+def main(ctx: click.Context, workspace: str | None) -> None:
+    """runyard: reproducible ML experiment runs on infrastructure you own.
+
+    A run starts from a snapshot of its source directory: what is in it follows
+    .amlignore/.gitignore exactly as git does, within limits of 300 MiB and
+    2000 files by default.
+    """
+    ctx.obj = {"workspace": workspace}
+
+
+@main.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init_cmd(directory: str) -> None:
+    """Make a workspace in DIRECTORY/.runyard (default: here)."""
+    from runyard.workspace import Workspace
+
+    existed = os.path.isfile(os.path.join(os.path.abspath(directory), ".runyard", "config.toml"))
+    ws = Workspace.create(directory)
+    click.echo(f"{'Workspace already at' if existed else 'Made workspace'} {ws.path}")
+
+
+# -- config -------------------------------------------------------------------
+
+
+@main.group("config", cls=_Group)
+def config_group() -> None:
+    """Read and change workspace settings (config.toml)."""
+
+
+@config_group.command("list")
+@click.pass_context
+def config_list(ctx: click.Context) -> None:
+    """Show every setting of the workspace."""
+    ws = _open_workspace(ctx)
+    for section, table in sorted(ws.config.items()):
+        if isinstance(table, dict):
+            for key, value in sorted(table.items()):
+                click.echo(f"{section}.{key} = {value}")
+
+
+@config_group.command("get")
+@click.argument("key")
+@click.pass_context
+def config_get(ctx: click.Context, key: str) -> None:
+    """Print one setting (exit 1 when it is not set)."""
+    value = _open_workspace(ctx).get_setting(key)
+    if value is None:
+        raise _Failure(f"'{key}' is not set in this workspace.")
+    click.echo(str(value))
+
+
+@config_group.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.pass_context
+def config_set(ctx: click.Context, key: str, value: str) -> None:
+    """Set KEY to VALUE, e.g. 'snapshot.max_bytes 1GiB' or 'snapshot.max_files 5000'."""
+    ws = _open_workspace(ctx)
+    ws.set_setting(key, value)
+    click.echo(f"{key} = {ws.get_setting(key)}")
+
+
+@config_group.command("unset")
+@click.argument("key")
+@click.pass_context
+def config_unset(ctx: click.Context, key: str) -> None:
+    """Remove KEY (its default applies again)."""
+    _open_workspace(ctx).set_setting(key, None)
+
+
+# -- snapshot -----------------------------------------------------------------
+
+
+@main.group("snapshot", cls=_Group)
+def snapshot_group() -> None:
+    """List, explain, take, show, restore and compare snapshots."""
+
+
+def _listing_excludes(ctx: click.Context) -> tuple[str, ...]:
+    from runyard.workspace import workspace_for_source_listing
+
+    ws = workspace_for_source_listing(_workspace_opt(ctx))
+    return (ws,) if ws else ()
+
+
+@snapshot_group.command("ls")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("-z", "nul", is_flag=True, help="End each path with NUL instead of a newline.")
+@click.option("--excluded", is_flag=True, help="List excluded paths with the deciding rule (file:line:pattern).")
+@click.pass_context
+def snapshot_ls(ctx: click.Context, directory: str, nul: bool, excluded: bool) -> None:
+    """List the paths a snapshot of DIRECTORY would hold, one per line, raw.
+
+    With --excluded, list what is left out instead, as 'git check-ignore -v'
+    does: 'file:line:pattern<TAB>path' (an excluded directory once, with '/').
+    """
+    from runyard.snapshot.walk import walk
+
+    w = walk(directory, exclude_dirs=_listing_excludes(ctx), collect_excluded=excluded, want_stat=False)
+    out = sys.stdout.buffer
+    end = b"\0" if nul else b"\n"
+    if excluded:
+        for path, rule in w.excluded:
+            if nul:
+                out.write(f"{rule.source}\0{rule.lineno}\0{rule.pattern}\0{path}\0".encode("utf-8", "surrogateescape"))
+            else:
+                out.write(f"{rule.describe()}\t{path}\n".encode("utf-8", "surrogateescape"))
+    else:
+        out.write(b"".join(f.path.encode("utf-8") + end for f in w.files))
+    out.flush()
+    _warn_issues(w.issues, only_errors=True)
+
+
+def _warn_issues(issues: list[Any], only_errors: bool = False) -> None:
+    from runyard.snapshot.walk import ERROR_KINDS
+
+    for i in issues:
+        if only_errors and i.kind not in ERROR_KINDS:
+            continue
+        click.echo(f"runyard: {i.path}: {i.detail}", err=True)
+
+
+@snapshot_group.command("explain")
+@click.argument("args", nargs=-1, required=True)
+@click.pass_context
+def snapshot_explain(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Say whether each PATH is in a snapshot of DIR, and why.
+
+    Usage: explain [DIR] PATH...  With one argument it is a PATH and DIR is the
+    current directory; with more, the first is DIR. A PATH is relative to DIR
+    (or absolute, or starting with DIR).
+    """
+    from runyard.snapshot.explain import explain
+
+    if len(args) == 1:
+        directory, paths = ".", list(args)
+    else:
+        directory, paths = args[0], list(args[1:])
+    for verdict in explain(directory, paths, exclude_dirs=_listing_excludes(ctx)):
+        click.echo(verdict.render())
+
+
+@snapshot_group.command("create")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--max-bytes", metavar="SIZE", help="Size limit (e.g. 500MiB; 0 = none). Default 300 MiB.")
+@click.option("--max-files", metavar="N", help="File-count limit (0 = none). Default 2000.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
+@click.pass_context
+def snapshot_create(ctx: click.Context, directory: str, max_bytes: str | None, max_files: str | None,
+                    as_json: bool) -> None:
+    """Take a snapshot of DIRECTORY; print a preflight report, then the id as the last line."""
+    from runyard._progress import progress_for_stderr
+    from runyard.snapshot.render import render_create
+
+    ws = _open_workspace(ctx)
+    result = ws.snapshot(directory, max_bytes=max_bytes, max_files=max_files,
+                         progress=None if as_json else progress_for_stderr("storing"))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.as_json(), indent=1, sort_keys=True))
+    else:
+        click.echo(render_create(result))
+
+
+@snapshot_group.command("list")
+@click.pass_context
+def snapshot_list(ctx: click.Context) -> None:
+    """List the snapshots in the workspace's store, newest first."""
+    store = _open_workspace(ctx).open_store()
+    rows = []
+    for sid in store.list_snapshots():
+        rec = store.get_snapshot_record(sid) or {}
+        rows.append((str(rec.get("created", "")), sid, rec))
+    for created, sid, rec in sorted(rows, reverse=True):
+        click.echo(f"{sid[:12]}  {created}  {rec.get('files', '?'):>5} files  {rec.get('source', '')}")
+
+
+@snapshot_group.command("show")
+@click.argument("snapshot_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def snapshot_show(ctx: click.Context, snapshot_id: str, as_json: bool) -> None:
+    """Show a snapshot: where it came from and every entry."""
+    from runyard.snapshot.engine import load_manifest
+    from runyard.snapshot.render import render_show
+
+    store = _open_workspace(ctx).open_store()
+    sid = store.resolve_snapshot(snapshot_id)
+    manifest = load_manifest(store, sid)
+    if as_json:
+        sys.stdout.buffer.write(manifest.encode() + b"\n")
+        return
+    click.echo(render_show(sid, store.get_snapshot_record(sid), manifest))
+
+
+@snapshot_group.command("restore")
+@click.argument("snapshot_id")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.pass_context
+def snapshot_restore(ctx: click.Context, snapshot_id: str, dest: str) -> None:
+    """Make the snapshot's tree in DEST (a new or empty folder), byte for byte."""
+    from runyard.config import format_size
+
+    r = _open_workspace(ctx).restore_snapshot(snapshot_id, dest)
+    click.echo(f"Restored {r.files} files, {r.links} links, {r.dirs} empty directories "
+               f"({format_size(r.bytes)}) into {r.dest}")
+
+
+@snapshot_group.command("diff")
+@click.argument("id1")
+@click.argument("id2")
+@click.pass_context
+def snapshot_diff(ctx: click.Context, id1: str, id2: str) -> None:
+    """List what changed from ID1 to ID2: A added, D deleted, M modified,
+    X executable bit, T type (file/link/dir)."""
+    from runyard.snapshot.engine import diff, load_manifest
+
+    store = _open_workspace(ctx).open_store()
+    a = load_manifest(store, store.resolve_snapshot(id1))
+    b = load_manifest(store, store.resolve_snapshot(id2))
+    for change in diff(a, b):
+        click.echo(f"{change.status}\t{change.path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

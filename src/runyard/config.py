@@ -1,0 +1,167 @@
+"""Settings, resolved once, in one place.
+
+Precedence, highest first: an explicit argument (CLI flag or SDK argument),
+the ``RUNYARD_*`` environment variable, the workspace's ``config.toml``, the
+built-in default. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from runyard.errors import ConfigError
+
+MiB: Final = 1 << 20
+DEFAULT_MAX_BYTES: Final = 300 * MiB
+DEFAULT_MAX_FILES: Final = 2000
+
+ENV_MAX_BYTES: Final = "RUNYARD_SNAPSHOT_MAX_BYTES"
+ENV_MAX_FILES: Final = "RUNYARD_SNAPSHOT_MAX_FILES"
+ENV_WORKSPACE: Final = "RUNYARD_WORKSPACE"
+
+_UNITS: Final = {
+    "": 1, "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+_SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+# Keys ``runyard config set`` accepts, with their kind.
+KNOWN_KEYS: Final = {
+    "snapshot.max_bytes": "size",
+    "snapshot.max_files": "count",
+    "store.url": "text",
+}
+
+
+def parse_size(value: object, where: str) -> int:
+    """Bytes from an int or a string like ``500MiB``, ``1.5GB`` or ``0``.
+
+    >>> parse_size("300MiB", "x"), parse_size("2GB", "x"), parse_size(0, "x")
+    (314572800, 2000000000, 0)
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a size, not {value!r}. Use bytes or a unit like 500MiB; 0 turns it off.")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{where} is {value}; a size cannot be negative. Use 0 to turn the limit off.")
+        return value
+    m = _SIZE.fullmatch(str(value))
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise ConfigError(
+            f"{where} is {str(value)!r}, which is not a size. Use bytes (314572800) or a unit: "
+            "KiB, MiB, GiB, TiB, or KB, MB, GB, TB; 0 turns the limit off."
+        )
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_count(value: object, where: str) -> int:
+    """A non-negative whole number from an int or a string."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a whole number, not {value!r}; 0 turns the limit off.")
+    try:
+        n = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(f"{where} is {str(value)!r}, which is not a whole number. Use e.g. 5000; "
+                          "0 turns the limit off.") from None
+    if n < 0:
+        raise ConfigError(f"{where} is {n}; a count cannot be negative. Use 0 to turn the limit off.")
+    return n
+
+
+def format_size(n: int) -> str:
+    """A human size in binary units: ``1.5 MiB``."""
+    if n < 1024:
+        return f"{n} B"
+    v = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        v /= 1024
+        if v < 1024 or unit == "TiB":
+            return f"{v:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Snapshot limits; 0 means no limit. ``*_from`` says where each came from."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_files: int = DEFAULT_MAX_FILES
+    max_bytes_from: str = "default"
+    max_files_from: str = "default"
+
+
+def _lookup(config: Mapping[str, Any] | None, dotted: str) -> Any:
+    node: Any = config or {}
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def resolve_limits(
+    *,
+    max_bytes: int | str | None = None,
+    max_files: int | str | None = None,
+    config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Limits:
+    """Resolve the snapshot limits: argument > environment > workspace config > default."""
+    env = os.environ if env is None else env
+
+    def pick(arg: Any, env_name: str, key: str, default: int, parse: Any, flag: str) -> tuple[int, str]:
+        if arg is not None:
+            return parse(arg, flag), "argument"
+        if env.get(env_name, "").strip():
+            return parse(env[env_name], f"{env_name}"), f"environment ({env_name})"
+        val = _lookup(config, key)
+        if val is not None:
+            return parse(val, f"{key} in the workspace config"), f"workspace config ({key})"
+        return default, "default"
+
+    b, bf = pick(max_bytes, ENV_MAX_BYTES, "snapshot.max_bytes", DEFAULT_MAX_BYTES, parse_size, "--max-bytes")
+    f, ff = pick(max_files, ENV_MAX_FILES, "snapshot.max_files", DEFAULT_MAX_FILES, parse_count, "--max-files")
+    return Limits(b, f, bf, ff)
+
+
+def dump_toml(doc: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write a two-level TOML document of scalars (what config.toml holds)."""
+    lines: list[str] = []
+    for section in sorted(doc):
+        table = doc[section]
+        if not isinstance(table, Mapping):
+            continue
+        lines.append(f"[{section}]")
+        for key in sorted(table):
+            lines.append(f"{key} = {_toml_value(table[key])}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    s = "".join(c if c >= " " or c == "\t" else f"\\u{ord(c):04x}" for c in s)
+    return f'"{s}"'
+
+
+def coerce_setting(key: str, value: str) -> int | str:
+    """Check a ``config set`` value for a known key and give it its type."""
+    kind = KNOWN_KEYS.get(key)
+    if kind is None:
+        known = ", ".join(sorted(KNOWN_KEYS))
+        raise ConfigError(f"Unknown setting '{key}'. Known settings: {known}.")
+    if kind == "size":
+        return parse_size(value, key)
+    if kind == "count":
+        return parse_count(value, key)
+    return value

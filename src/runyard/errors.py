@@ -1,0 +1,57 @@
+"""The exception tree of runyard.
+
+Every error a user can see is one of these; each message says what is wrong and
+what to do about it. Errors of libraries runyard uses (fsspec, blake3, the OS)
+are caught where they happen and re-raised as one of these with the cause
+chained.
+
+    RunyardError                    base; exit code 1 in the CLI
+     +-- ConfigError                a setting has a bad value
+     +-- WorkspaceError             no workspace, or a damaged one
+     +-- SnapshotError              a snapshot cannot be taken
+     |    +-- SnapshotLimitError    over the size or file-count limit
+     +-- StoreError                 the object store cannot be read or written
+     |    +-- BlobNotFoundError     a blob or snapshot is missing from the store
+     |    +-- CorruptBlobError      a blob's content does not match its hash
+     +-- NotFoundError              an id or name that does not exist
+"""
+
+from __future__ import annotations
+
+
+class RunyardError(Exception):
+    """Base of every error runyard raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(RunyardError):
+    """A setting (argument, environment variable or config file) is invalid."""
+
+
+class WorkspaceError(RunyardError):
+    """The workspace is missing or cannot be used."""
+
+
+class SnapshotError(RunyardError):
+    """A snapshot of a source directory cannot be taken."""
+
+
+class SnapshotLimitError(SnapshotError):
+    """The source directory is over the snapshot size or file-count limit."""
+
+
+class StoreError(RunyardError):
+    """The object store cannot be read or written."""
+
+
+class BlobNotFoundError(StoreError):
+    """A blob (or a snapshot's manifest) is not in the store."""
+
+
+class CorruptBlobError(StoreError):
+    """A blob read from the store does not hash to its name."""
+
+
+class NotFoundError(RunyardError):
+    """An id or name does not refer to anything that exists."""

@@ -1,0 +1,1 @@
+"""Snapshots of source directories: ignore rules, limits, manifests, restore."""

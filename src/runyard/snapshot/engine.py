@@ -1,0 +1,336 @@
+"""Taking, restoring and comparing snapshots.
+
+``take_snapshot`` walks the source once, checks the limits on that walk before
+anything is stored, reads only the files the stat cache cannot vouch for,
+stores new blobs, then stores the manifest; the snapshot id is the manifest's
+hash. ``restore`` makes the tree again, byte for byte, in an empty folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Protocol
+
+from runyard.config import Limits
+from runyard.errors import SnapshotError, SnapshotLimitError, StoreError
+from runyard.snapshot import manifest as mf
+from runyard.snapshot import statcache
+from runyard.snapshot.report import (
+    ignore_file_hint,
+    largest_files,
+    likely_secrets,
+    over_limit_message,
+)
+from runyard.snapshot.walk import (
+    CHANGED,
+    UNREADABLE,
+    VANISHED,
+    FileEntry,
+    Issue,
+    walk,
+)
+from runyard.store.base import ObjectStore
+
+THREADS: Final = max(2, min(8, os.cpu_count() or 2))
+
+
+class Progress(Protocol):
+    """Receives progress while files are read and stored."""
+
+    def start(self, files: int, nbytes: int) -> None: ...
+    def advance(self, files: int, nbytes: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class SnapshotResult:
+    """What ``take_snapshot`` did. ``id`` is the snapshot id."""
+
+    id: str
+    source: str
+    files: int
+    links: int
+    empty_dirs: int
+    total_bytes: int
+    read_files: int
+    """Files read and hashed (the rest came from the stat cache)."""
+    new_blobs: int
+    new_bytes: int
+    limits: Limits
+    issues: list[Issue] = field(default_factory=list)
+    largest: list[tuple[str, int]] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["issues"] = [asdict(i) for i in self.issues]
+        d["largest"] = [{"path": p, "size": s} for p, s in self.largest]
+        return d
+
+
+def _hash_one(store: ObjectStore, root: str, f: FileEntry) -> tuple[FileEntry, str, int, bool, Issue | None]:
+    path = os.path.join(root, f.path)
+    try:
+        digest, size, new = store.put_file(path)
+    except FileNotFoundError:
+        return f, "", 0, False, Issue(VANISHED, f.path, "it vanished before it could be read")
+    except PermissionError as exc:
+        return f, "", 0, False, Issue(UNREADABLE, f.path, exc.strerror or "permission denied")
+    except IsADirectoryError:
+        return f, "", 0, False, Issue(CHANGED, f.path, "it became a directory while the snapshot was taken")
+    except OSError as exc:
+        if isinstance(exc, StoreError):
+            raise
+        return f, "", 0, False, Issue(UNREADABLE, f.path, exc.strerror or str(exc))
+    issue = None
+    try:
+        s = os.stat(path, follow_symlinks=False)
+        if s.st_size != size or s.st_mtime_ns != f.mtime_ns or size != f.size:
+            issue = Issue(CHANGED, f.path, "it changed while it was read; the snapshot holds the bytes as read")
+    except OSError:
+        issue = Issue(CHANGED, f.path, "it vanished after it was read; the snapshot holds the bytes as read")
+    return f, digest, size, new, issue
+
+
+def take_snapshot(
+    source: str | os.PathLike[str],
+    store: ObjectStore,
+    *,
+    limits: Limits | None = None,
+    cache_dir: str | None = None,
+    exclude_dirs: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    on_walked: Callable[[Any], None] | None = None,
+) -> SnapshotResult:
+    """Snapshot ``source`` into ``store``. Raises ``SnapshotLimitError`` (nothing
+    stored) when over a limit and ``SnapshotError`` naming every unreadable path."""
+    t0 = time.perf_counter()
+    started_ns = time.time_ns()
+    limits = limits or Limits()
+    src = os.path.abspath(os.fspath(source))
+    w = walk(src, exclude_dirs=exclude_dirs)
+    if on_walked is not None:
+        on_walked(w)
+    errors = w.errors
+    if errors:
+        raise SnapshotError(_errors_message(src, errors))
+    regular = [f for f in w.files if not f.is_link]
+    msg = over_limit_message(src, w.files, limits, ignore_file_hint(src))
+    if msg is not None:
+        raise SnapshotLimitError(msg)
+
+    cpath = statcache.cache_path(cache_dir, src, store.store_id) if cache_dir else None
+    cached = statcache.load(cpath) if cpath else {}
+    digests: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    todo: list[FileEntry] = []
+    for f in regular:
+        hit = cached.get(f.path)
+        if hit is not None and hit[0] == (f.size, f.mtime_ns, f.ctime_ns, f.ino, f.executable):
+            digests[f.path] = hit[1]
+            sizes[f.path] = f.size
+        else:
+            todo.append(f)
+
+    issues = list(w.issues)
+    new_blobs = new_bytes = 0
+    failed: list[Issue] = []
+    changed: set[str] = set()
+    if todo:
+        if progress is not None:
+            progress.start(len(todo), sum(f.size for f in todo))
+        # Biggest first, so the two ends of the pool finish together.
+        todo.sort(key=lambda f: -f.size)
+        with ThreadPoolExecutor(THREADS) as pool:
+            for f, digest, size, new, issue in pool.map(lambda f: _hash_one(store, src, f), todo):
+                if progress is not None:
+                    progress.advance(1, f.size)
+                if issue is not None:
+                    if issue.kind == UNREADABLE:
+                        failed.append(issue)
+                        continue
+                    issues.append(issue)
+                    if issue.kind == VANISHED:
+                        continue
+                    changed.add(f.path)
+                digests[f.path] = digest
+                sizes[f.path] = size
+                if new:
+                    new_blobs += 1
+                    new_bytes += size
+        if progress is not None:
+            progress.finish()
+    if failed:
+        raise SnapshotError(_errors_message(src, failed))
+
+    entries: list[mf.Entry] = []
+    for f in w.files:
+        if f.is_link:
+            entries.append(mf.Entry(f.path, mf.LINK, target=f.target))
+        elif f.path in digests:
+            entries.append(mf.Entry(f.path, mf.FILE, sizes[f.path], f.executable, digests[f.path]))
+    entries.extend(mf.Entry(d, mf.DIR) for d in w.empty_dirs)
+    manifest = mf.build(entries)
+    data = manifest.encode()
+    snapshot_id, _ = store.put_bytes(data)
+    if store.get_snapshot_record(snapshot_id) is None:
+        store.put_snapshot_record(
+            snapshot_id,
+            {
+                "id": snapshot_id,
+                "source": src,
+                "host": socket.gethostname(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "files": len(regular),
+                "links": len(w.files) - len(regular),
+                "empty_dirs": len(w.empty_dirs),
+                "bytes": manifest.total_bytes,
+                "runyard": _version(),
+                "python": sys.version.split()[0],
+            },
+        )
+    if cpath is not None and (todo or len(cached) != len(regular)):
+        keep: dict[str, tuple[statcache.Key, str]] = {}
+        for f in regular:
+            if f.path in digests and f.path not in changed:
+                keep[f.path] = ((f.size, f.mtime_ns, f.ctime_ns, f.ino, f.executable), digests[f.path])
+        statcache.save(cpath, keep, started_ns)
+
+    return SnapshotResult(
+        id=snapshot_id,
+        source=src,
+        files=len(regular),
+        links=len(w.files) - len(regular),
+        empty_dirs=len(w.empty_dirs),
+        total_bytes=manifest.total_bytes,
+        read_files=len(todo),
+        new_blobs=new_blobs,
+        new_bytes=new_bytes,
+        limits=limits,
+        issues=issues,
+        largest=[(f.path, f.size) for f in largest_files(regular)],
+        secrets=likely_secrets(f.path for f in w.files),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _version() -> str:
+    from runyard import __version__
+
+    return __version__
+
+
+def _errors_message(src: str, errors: list[Issue]) -> str:
+    lines = [f"Cannot take a snapshot of {src}: {len(errors)} path(s) cannot be read."]
+    for e in errors[:20]:
+        lines.append(f"  {e.path}: {e.detail}")
+    if len(errors) > 20:
+        lines.append(f"  ... and {len(errors) - 20} more")
+    lines.append("Make them readable (chmod), or leave them out with a line in .amlignore; "
+                 "check with: runyard snapshot explain PATH")
+    return "\n".join(lines)
+
+
+# -- reading snapshots ----------------------------------------------------------
+
+
+def load_manifest(store: ObjectStore, snapshot_id: str) -> mf.Manifest:
+    """The verified manifest of a snapshot."""
+    return mf.parse(store.get_bytes(snapshot_id), snapshot_id)
+
+
+@dataclass
+class RestoreResult:
+    dest: str
+    files: int
+    links: int
+    dirs: int
+    bytes: int
+
+
+def restore(store: ObjectStore, snapshot_id: str, dest: str | os.PathLike[str]) -> RestoreResult:
+    """Make the snapshot's tree in ``dest`` (new, or an empty directory).
+
+    The tree is built in a temporary sibling and renamed into place, so a
+    failure (a missing or corrupt blob) leaves ``dest`` as it was.
+    """
+    manifest = load_manifest(store, snapshot_id)
+    target = os.path.abspath(os.fspath(dest))
+    if os.path.lexists(target):
+        if not os.path.isdir(target) or os.path.islink(target):
+            raise SnapshotError(f"Cannot restore into '{target}': it exists and is not a directory. "
+                                "Give a new or empty folder.")
+        if os.listdir(target):
+            raise SnapshotError(f"Cannot restore into '{target}': it is not empty. Give a new or empty folder.")
+    parent = os.path.dirname(target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise SnapshotError(f"Cannot create '{parent}': {exc.strerror}.") from exc
+    tmp = os.path.join(parent, f".{os.path.basename(target)}.runyard-restore-{uuid.uuid4().hex[:8]}")
+    os.mkdir(tmp, 0o755)
+    try:
+        made: set[str] = set()
+        files = [e for e in manifest.entries if e.type == mf.FILE]
+        for e in manifest.entries:
+            d = e.path if e.type == mf.DIR else os.path.dirname(e.path)
+            if d and d not in made:
+                os.makedirs(os.path.join(tmp, d), exist_ok=True)
+                made.add(d)
+
+        def write(e: mf.Entry) -> None:
+            store.write_to(e.hash, os.path.join(tmp, e.path), 0o755 if e.executable else 0o644)
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(write, files))
+        for e in manifest.entries:
+            if e.type == mf.LINK:
+                os.symlink(e.target, os.path.join(tmp, e.path))
+        if os.path.isdir(target):
+            os.rmdir(target)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RestoreResult(
+        dest=target,
+        files=len(files),
+        links=sum(1 for e in manifest.entries if e.type == mf.LINK),
+        dirs=sum(1 for e in manifest.entries if e.type == mf.DIR),
+        bytes=manifest.total_bytes,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    status: str
+    """A added, D deleted, M content changed, X mode changed, T type changed."""
+    path: str
+
+
+def diff(a: mf.Manifest, b: mf.Manifest) -> list[Change]:
+    """What changed from snapshot ``a`` to snapshot ``b``, sorted by path."""
+    pa, pb = a.by_path(), b.by_path()
+    out: list[Change] = []
+    for path in sorted(pa.keys() | pb.keys(), key=str.encode):
+        ea, eb = pa.get(path), pb.get(path)
+        if ea is None:
+            out.append(Change("A", path))
+        elif eb is None:
+            out.append(Change("D", path))
+        elif ea.type != eb.type:
+            out.append(Change("T", path))
+        elif ea.hash != eb.hash or ea.target != eb.target:
+            out.append(Change("M", path))
+        elif ea.executable != eb.executable:
+            out.append(Change("X", path))
+    return out

@@ -1,0 +1,71 @@
+"""A stat cache like git's index: skip re-reading files that did not change.
+
+For each file it keeps the ``stat`` data seen when the file was hashed (size,
+mtime, ctime, inode, executable bit) and the digest. A file whose ``stat`` is
+the same on the next snapshot is not read again.
+
+git's racy-timestamp rule applies: a file modified too close to the moment its
+entry was recorded could change again within the same timestamp tick without
+its ``stat`` changing, so such an entry is never trusted; the file is hashed
+again next time (and only then, once the tick is safely in the past, trusted).
+One cache per (source directory, store): deleting it only costs a re-read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Final
+
+from runyard.store.base import hash_bytes
+
+VERSION: Final = 1
+RACY_WINDOW_NS: Final = 2_000_000_000
+"""Timestamps this close to the cache's start time are not trusted: it covers
+coarse kernel clocks and filesystems that keep whole (or even) seconds."""
+
+Key = tuple[int, int, int, int, bool]
+"""(size, mtime_ns, ctime_ns, inode, executable)."""
+
+
+def cache_path(cache_dir: str, source: str, store_id: str) -> str:
+    name = hash_bytes(f"{source}\0{store_id}".encode("utf-8", "surrogateescape"))[:32]
+    return os.path.join(cache_dir, f"stat-{name}.json")
+
+
+def load(path: str) -> dict[str, tuple[Key, str]]:
+    """Trusted entries of the cache at ``path``; empty if missing or damaged."""
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read())
+        if doc.get("version") != VERSION:
+            return {}
+        horizon = int(doc["started_ns"]) - RACY_WINDOW_NS
+        out: dict[str, tuple[Key, str]] = {}
+        for rel, (size, mtime, ctime, ino, exe, digest) in doc["entries"].items():
+            if mtime < horizon and ctime < horizon:
+                out[rel] = ((size, mtime, ctime, ino, bool(exe)), digest)
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def save(path: str, entries: dict[str, tuple[Key, str]], started_ns: int) -> None:
+    """Write the cache atomically; a failure to write it is not an error."""
+    doc = {
+        "version": VERSION,
+        "started_ns": started_ns,
+        "entries": {rel: [*key, digest] for rel, (key, digest) in entries.items()},
+    }
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

@@ -1,0 +1,187 @@
+"""The content-addressed object store: what every backend provides.
+
+Layout (scheme 1), relative to the store's root::
+
+    store.json                  {"format": "runyard-store", "scheme": 1, "hash": "blake3", "id": ...}
+    blobs/ab/cdef...            a blob, named by the blake3 hex digest of its bytes
+    snapshots/<id>.json         a snapshot's record (source, time, counts); the
+                                manifest itself is the blob named <id>
+    tmp/                        partial writes, renamed into place when complete
+
+Writes are atomic (a blob appears under its final name only when complete), a
+blob already present is not written again, and every read checks the hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Final
+
+import blake3
+
+from runyard.errors import NotFoundError, StoreError
+
+SCHEME: Final = 1
+HASH_NAME: Final = "blake3"
+DIGEST_LEN: Final = 64
+_HEX: Final = re.compile(r"[0-9a-f]+")
+BIG_INPUT: Final = 1 << 20
+"""Inputs at least this big are hashed with all cores."""
+
+
+def hash_bytes(data: bytes | memoryview) -> str:
+    """The store's content hash of ``data`` (blake3, hex).
+
+    >>> hash_bytes(b"")[:16]
+    'af1349b9f5f9a1a6'
+    """
+    if len(data) >= BIG_INPUT:
+        return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+    return blake3.blake3(data).hexdigest()
+
+
+def new_hasher() -> Any:
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+
+def check_digest(digest: str) -> str:
+    """Return ``digest`` if it is a full blob name, else raise."""
+    if len(digest) != DIGEST_LEN or not _HEX.fullmatch(digest):
+        raise StoreError(f"'{digest}' is not a blob name (64 lowercase hex digits).")
+    return digest
+
+
+def blob_key(digest: str) -> str:
+    return f"blobs/{digest[:2]}/{digest[2:]}"
+
+
+class ObjectStore(ABC):
+    """A content-addressed blob store with snapshot records."""
+
+    url: str
+
+    # -- identity ---------------------------------------------------------
+    @property
+    @abstractmethod
+    def store_id(self) -> str:
+        """A random id made when the store was created (keys the stat cache)."""
+
+    # -- blobs --------------------------------------------------------------
+    @abstractmethod
+    def has(self, digest: str) -> bool:
+        """Whether the blob is present."""
+
+    @abstractmethod
+    def put_bytes(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data``; returns its digest and whether it was newly written."""
+
+    @abstractmethod
+    def put_file(self, path: str) -> tuple[str, int, bool]:
+        """Store a local file's bytes as read.
+
+        Returns (digest, size, newly written). What is stored is exactly what
+        was hashed, even if the file changes while it is read.
+        """
+
+    @abstractmethod
+    def get_bytes(self, digest: str) -> bytes:
+        """A blob's bytes, verified against its name."""
+
+    def write_to(self, digest: str, dest: str, mode: int) -> None:
+        """Write a verified blob to a new local file ``dest`` with ``mode``."""
+        import os
+
+        data = self.get_bytes(digest)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        finally:
+            os.close(fd)
+        os.chmod(dest, mode)
+
+    # -- snapshot records ---------------------------------------------------
+    @abstractmethod
+    def _read_text(self, key: str) -> str | None:
+        """The text at ``key`` or None when absent."""
+
+    @abstractmethod
+    def _write_text(self, key: str, text: str) -> None:
+        """Write ``text`` at ``key`` atomically."""
+
+    @abstractmethod
+    def _list(self, prefix: str) -> list[str]:
+        """Names (not keys) directly under the folder ``prefix``."""
+
+    def put_snapshot_record(self, snapshot_id: str, record: dict[str, Any]) -> None:
+        self._write_text(f"snapshots/{check_digest(snapshot_id)}.json", json.dumps(record, sort_keys=True, indent=1))
+
+    def get_snapshot_record(self, snapshot_id: str) -> dict[str, Any] | None:
+        text = self._read_text(f"snapshots/{check_digest(snapshot_id)}.json")
+        if text is None:
+            return None
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    def list_snapshots(self) -> list[str]:
+        return sorted(n[:-5] for n in self._list("snapshots") if n.endswith(".json") and len(n) == DIGEST_LEN + 5)
+
+    def resolve_snapshot(self, ref: str) -> str:
+        """A full snapshot id from an id or a unique prefix of at least 4 digits."""
+        ref = ref.strip().lower()
+        if len(ref) == DIGEST_LEN and _HEX.fullmatch(ref):
+            if self.get_snapshot_record(ref) is not None or self.has(ref):
+                return ref
+            raise NotFoundError(f"No snapshot '{ref}' in the store at {self.url}. "
+                                "List them with 'runyard snapshot list'.")
+        if len(ref) < 4 or not _HEX.fullmatch(ref):
+            raise NotFoundError(f"'{ref}' is not a snapshot id: give the id (64 hex digits) or "
+                                "at least its first 4 digits.")
+        hits = [s for s in self.list_snapshots() if s.startswith(ref)]
+        if not hits:
+            raise NotFoundError(f"No snapshot id starts with '{ref}' in the store at {self.url}. "
+                                "List them with 'runyard snapshot list'.")
+        if len(hits) > 1:
+            raise NotFoundError(f"'{ref}' is ambiguous: {len(hits)} snapshots start with it "
+                                f"({', '.join(h[:12] for h in hits[:5])}...). Give more digits.")
+        return hits[0]
+
+    # -- helpers ------------------------------------------------------------
+    def _verify(self, digest: str, data: bytes) -> bytes:
+        from runyard.errors import CorruptBlobError
+
+        got = hash_bytes(data)
+        if got != digest:
+            raise CorruptBlobError(
+                f"Blob {digest[:12]} in the store at {self.url} is corrupt (its content hashes to "
+                f"{got[:12]}). Delete it and take the snapshot again from the source directory."
+            )
+        return data
+
+
+def store_config(store_id: str) -> str:
+    return json.dumps({"format": "runyard-store", "scheme": SCHEME, "hash": HASH_NAME, "id": store_id},
+                      indent=1) + "\n"
+
+
+def parse_store_config(text: str, url: str) -> str:
+    """The store id from ``store.json``; raises if the scheme is not ours."""
+    try:
+        cfg = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"The store at {url} has a damaged store.json. Restore it or use another store.") from exc
+    if not isinstance(cfg, dict) or cfg.get("format") != "runyard-store":
+        raise StoreError(f"{url} is not a runyard store (store.json has no runyard format marker).")
+    if cfg.get("scheme") != SCHEME or cfg.get("hash") != HASH_NAME:
+        raise StoreError(
+            f"The store at {url} uses scheme {cfg.get('scheme')} with {cfg.get('hash')}; this runyard "
+            f"reads scheme {SCHEME} with {HASH_NAME}. Upgrade runyard or use another store."
+        )
+    return str(cfg.get("id", ""))

@@ -1,0 +1,228 @@
+"""The workspace: one folder holding the config, the object store and caches.
+
+Found in this order: an explicit path (``--workspace`` / ``Workspace(path)``),
+``RUNYARD_WORKSPACE``, a ``.runyard/`` folder in the current directory or any
+parent, then ``~/.runyard`` (made on first use, so runyard works on a fresh
+machine with nothing set up).
+
+Layout::
+
+    .runyard/
+      config.toml      settings ([snapshot] max_bytes, max_files; [store] url)
+      store/           the default object store
+      cache/           stat caches (safe to delete)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from runyard.config import ENV_WORKSPACE, coerce_setting, dump_toml
+from runyard.errors import ConfigError, WorkspaceError
+
+if TYPE_CHECKING:
+    from runyard.snapshot.engine import RestoreResult, SnapshotResult
+    from runyard.store.base import ObjectStore
+
+DIR_NAME: Final = ".runyard"
+CONFIG_NAME: Final = "config.toml"
+FORMAT_VERSION: Final = 1
+
+
+def _is_workspace(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CONFIG_NAME))
+
+
+def _explicit(path: str, where: str) -> str:
+    p = os.path.abspath(os.path.expanduser(path))
+    if _is_workspace(p):
+        return p
+    inner = os.path.join(p, DIR_NAME)
+    if _is_workspace(inner):
+        return inner
+    raise WorkspaceError(
+        f"No runyard workspace at '{p}' (from {where}). Create one with: runyard init '{os.path.dirname(p) if os.path.basename(p) == DIR_NAME else p}'"
+    )
+
+
+def find_workspace(
+    explicit: str | None = None, *, start: str | None = None, env: Mapping[str, str] | None = None
+) -> str | None:
+    """The workspace folder to use, or None when there is none yet.
+
+    An explicit path or ``RUNYARD_WORKSPACE`` that does not hold a workspace
+    is an error (a typo must not silently fall back to another workspace).
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return _explicit(explicit, "--workspace")
+    if env.get(ENV_WORKSPACE):
+        return _explicit(env[ENV_WORKSPACE], ENV_WORKSPACE)
+    d = os.path.abspath(start or os.getcwd())
+    while True:
+        cand = os.path.join(d, DIR_NAME)
+        if _is_workspace(cand):
+            return cand
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    home = os.path.join(os.path.expanduser("~"), DIR_NAME)
+    return home if _is_workspace(home) else None
+
+
+def home_workspace_path() -> str:
+    return os.path.join(os.path.expanduser("~"), DIR_NAME)
+
+
+class Workspace:
+    """A runyard workspace. The constructor does no I/O.
+
+    >>> import tempfile
+    >>> ws = Workspace.create(tempfile.mkdtemp())
+    >>> os.path.basename(ws.path)
+    '.runyard'
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self._config: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.path!r})"
+
+    # -- finding and making -------------------------------------------------
+    @classmethod
+    def create(cls, directory: str | os.PathLike[str] = ".", *, exist_ok: bool = True) -> Workspace:
+        """Make ``DIRECTORY/.runyard`` (or use ``directory`` if it is named ``.runyard``)."""
+        d = os.path.abspath(os.fspath(directory))
+        path = d if os.path.basename(d) == DIR_NAME else os.path.join(d, DIR_NAME)
+        if _is_workspace(path):
+            if not exist_ok:
+                raise WorkspaceError(f"A workspace already exists at '{path}'.")
+            return cls(path)
+        try:
+            os.makedirs(os.path.join(path, "cache"), exist_ok=True)
+            ws = cls(path)
+            ws._write_config({"workspace": {"format": FORMAT_VERSION}})
+        except OSError as exc:
+            raise WorkspaceError(f"Cannot create a workspace at '{path}': {exc.strerror}. "
+                                 "Check the path and its permissions.") from exc
+        return ws
+
+    @classmethod
+    def from_config(cls, path: str | None = None, *, create_default: bool = True) -> Workspace:
+        """Find the workspace as the CLI does (explicit > env > upward > ``~/.runyard``)."""
+        found = find_workspace(path)
+        if found is not None:
+            return cls(found)
+        if not create_default:
+            raise WorkspaceError("No runyard workspace found. Create one with: runyard init")
+        return cls.create(os.path.dirname(home_workspace_path()))
+
+    # -- config -------------------------------------------------------------
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.path, CONFIG_NAME)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            try:
+                with open(self.config_path, "rb") as fh:
+                    self._config = tomllib.load(fh)
+            except FileNotFoundError:
+                raise WorkspaceError(f"'{self.path}' is not a runyard workspace (no {CONFIG_NAME}). "
+                                     "Create one with: runyard init") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{self.config_path} is not valid TOML ({exc}). Fix or delete the line.") from exc
+        return self._config
+
+    def _write_config(self, doc: Mapping[str, Any]) -> None:
+        tmp = f"{self.config_path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(dump_toml(doc))
+        os.replace(tmp, self.config_path)
+        self._config = None
+
+    def get_setting(self, key: str) -> Any:
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Set (or with None, remove) a known setting such as ``snapshot.max_bytes``."""
+        section, _, name = key.partition(".")
+        doc = {k: dict(v) for k, v in self.config.items() if isinstance(v, dict)}
+        if value is None:
+            doc.get(section, {}).pop(name, None)
+        else:
+            doc.setdefault(section, {})[name] = coerce_setting(key, value)
+        self._write_config(doc)
+
+    # -- parts --------------------------------------------------------------
+    @property
+    def store_url(self) -> str:
+        url = self.get_setting("store.url")
+        return str(url) if url else os.path.join(self.path, "store")
+
+    def open_store(self) -> ObjectStore:
+        from runyard.store import open_store
+
+        return open_store(self.store_url)
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.path, "cache")
+
+    # -- snapshots ----------------------------------------------------------
+    def snapshot(
+        self,
+        source_directory: str | os.PathLike[str],
+        *,
+        max_bytes: int | str | None = None,
+        max_files: int | str | None = None,
+        progress: Any = None,
+    ) -> SnapshotResult:
+        """Take a snapshot of ``source_directory`` into this workspace's store.
+
+        Limits: the arguments, else ``RUNYARD_SNAPSHOT_MAX_*``, else the
+        workspace config, else 300 MiB and 2000 files (0 turns a limit off).
+        """
+        from runyard.config import resolve_limits
+        from runyard.snapshot.engine import take_snapshot
+
+        limits = resolve_limits(max_bytes=max_bytes, max_files=max_files, config=self.config)
+        return take_snapshot(
+            source_directory,
+            self.open_store(),
+            limits=limits,
+            cache_dir=self.cache_dir,
+            exclude_dirs=(self.path,),
+            progress=progress,
+        )
+
+    def restore_snapshot(self, snapshot_id: str, dest: str | os.PathLike[str]) -> RestoreResult:
+        """Make the snapshot's tree, byte for byte, in the new or empty folder ``dest``."""
+        from runyard.snapshot.engine import restore
+
+        store = self.open_store()
+        return restore(store, store.resolve_snapshot(snapshot_id), dest)
+
+
+def workspace_for_source_listing(explicit: str | None) -> str | None:
+    """The workspace folder to keep out of a listing, if one can be found; never makes one."""
+    try:
+        return find_workspace(explicit)
+    except WorkspaceError:
+        return None
+
+
+__all__ = ["Workspace", "find_workspace", "home_workspace_path"]
