@@ -1,0 +1,68 @@
+"""Shared fixtures: every test runs with its own HOME, no RUNYARD_* settings
+from the outside, and git configured to read no global or system files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from runyard.cli import main
+from runyard.workspace import Workspace
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    home = tmp_path_factory.mktemp("home")
+    for key in list(os.environ):
+        if key.startswith("RUNYARD_") or key.startswith("GIT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    yield
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """A fresh workspace outside any source tree the test makes."""
+    return Workspace.create(tmp_path / "wsroot")
+
+
+@pytest.fixture
+def cli(workspace: Workspace) -> Cli:
+    return Cli(workspace)
+
+
+class Cli:
+    """Runs the runyard CLI in-process against a workspace."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        runner = CliRunner()
+        return runner.invoke(main, ["--workspace", self.workspace.path, *args], env=env, catch_exceptions=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git with no user or system config; return stdout."""
+    return subprocess.run(
+        ["git", "-c", "core.excludesFile=/dev/null", "-c", "core.quotePath=false", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout
+
+
+def git_included(root: Path) -> list[str]:
+    """What git lists as untracked, not ignored, under ``root`` (a fresh repo there)."""
+    if not (root / ".git").exists():
+        git(root, "init", "-q", ".")
+    out = subprocess.run(
+        ["git", "-c", "core.excludesFile=/dev/null", "ls-files", "-z", "--others", "--exclude-standard"],
+        cwd=root, check=True, capture_output=True,
+    ).stdout
+    return sorted(p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p)

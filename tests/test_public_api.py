@@ -1,0 +1,34 @@
+"""The SDK's public surface is pinned: adding or removing a name is a decision."""
+
+from __future__ import annotations
+
+import runyard
+
+EXPORTED = {
+    "BlobNotFoundError",
+    "ConfigError",
+    "CorruptBlobError",
+    "Limits",
+    "NotFoundError",
+    "RunyardError",
+    "SnapshotError",
+    "SnapshotLimitError",
+    "StoreError",
+    "Workspace",
+    "WorkspaceError",
+    "__version__",
+}
+
+
+def test_exported_names_are_pinned() -> None:
+    assert set(runyard.__all__) == EXPORTED
+    for name in runyard.__all__:
+        assert hasattr(runyard, name), name
+
+
+def test_errors_share_one_base() -> None:
+    for name in EXPORTED:
+        obj = getattr(runyard, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, runyard.RunyardError)
+    assert issubclass(runyard.SnapshotLimitError, runyard.SnapshotError)
