@@ -31,9 +31,8 @@ def test_every_command_and_option_is_documented() -> None:
         if f"`{full}" not in doc:
             missing.append(full)
         for param in cmd.params:
-            if isinstance(param, click.Option):
-                if not any(o in doc for o in param.opts):
-                    missing.append(f"{full} {param.opts[0]}")
+            if isinstance(param, click.Option) and not any(o in doc for o in param.opts):
+                missing.append(f"{full} {param.opts[0]}")
     assert missing == [], f"undocumented in docs/cli.md: {missing}"
 
 

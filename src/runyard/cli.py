@@ -21,7 +21,8 @@ class _Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code on the class; ours carries the error's own code.
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(self.message, err=True)
@@ -31,14 +32,33 @@ def _fail(exc: RunyardError) -> NoReturn:
     raise _Failure(str(exc), exc.exit_code) from exc
 
 
+def _pop_notice(ctx: click.Context) -> str | None:
+    obj = ctx.find_root().obj
+    return obj.pop("notice", None) if isinstance(obj, dict) else None
+
+
 class _Group(click.Group):
-    """Turns RunyardError into a clean message and exit code 1, never a traceback."""
+    """Turns RunyardError into a clean message and exit code 1, never a traceback.
+
+    A notice (the home workspace was just made) goes after the command's
+    output or error, so an error message is always the start of stderr.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except RunyardError as exc:
-            _fail(exc)
+            try:
+                result = super().invoke(ctx)
+            except RunyardError as exc:
+                _fail(exc)
+        except _Failure as failure:
+            notice = _pop_notice(ctx)
+            if notice:
+                raise _Failure(f"{failure.message}\n{notice}", failure.exit_code) from failure
+            raise
+        notice = _pop_notice(ctx)
+        if notice:
+            click.echo(notice, err=True)
+        return result
 
 
 def _workspace_opt(ctx: click.Context) -> str | None:
@@ -53,7 +73,8 @@ def _open_workspace(ctx: click.Context) -> Any:
     found = find_workspace(_workspace_opt(ctx))
     if found is None:
         ws = Workspace.from_config(create_default=True)
-        click.echo(f"runyard: created the workspace {ws.path} (make a project one with: runyard init)", err=True)
+        ctx.find_root().obj["notice"] = (f"runyard: created the workspace {ws.path} "
+                                         "(make a project one with: runyard init)")
         return ws
     return Workspace(found)
 
@@ -62,7 +83,6 @@ def _open_workspace(ctx: click.Context) -> Any:
 @click.option(
     "--workspace",
     "workspace",
-    envvar="RUNYARD_WORKSPACE",
     metavar="PATH",
     help="Workspace folder (default: .runyard/ here or above, else ~/.runyard). Env: RUNYARD_WORKSPACE.",
 )
@@ -75,6 +95,8 @@ def main(ctx: click.Context, workspace: str | None) -> None:
     .amlignore/.gitignore exactly as git does, within limits of 300 MiB and
     2000 files by default.
     """
+    # RUNYARD_WORKSPACE is read by find_workspace, not by click, so that an
+    # error about a bad path names where the path came from.
     ctx.obj = {"workspace": workspace}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,9 +43,8 @@ def _explicit(path: str, where: str) -> str:
     inner = os.path.join(p, DIR_NAME)
     if _is_workspace(inner):
         return inner
-    raise WorkspaceError(
-        f"No runyard workspace at '{p}' (from {where}). Create one with: runyard init '{os.path.dirname(p) if os.path.basename(p) == DIR_NAME else p}'"
-    )
+    parent = os.path.dirname(p) if os.path.basename(p) == DIR_NAME else p
+    raise WorkspaceError(f"No runyard workspace at '{p}' (from {where}). Create one with: runyard init '{parent}'")
 
 
 def find_workspace(
@@ -143,7 +141,7 @@ class Workspace:
         return self._config
 
     def _write_config(self, doc: Mapping[str, Any]) -> None:
-        tmp = f"{self.config_path}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{self.config_path}.{os.urandom(8).hex()}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(dump_toml(doc))
         os.replace(tmp, self.config_path)

@@ -9,13 +9,9 @@ hash. ``restore`` makes the tree again, byte for byte, in an empty folder.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol
 
@@ -128,7 +124,8 @@ def take_snapshot(
     if msg is not None:
         raise SnapshotLimitError(msg)
 
-    cpath = statcache.cache_path(cache_dir, src, store.store_id) if cache_dir else None
+    # Keyed by the store and its generation: a store that lost blobs starts afresh.
+    cpath = statcache.cache_path(cache_dir, src, f"{store.store_id}.{store.generation()}") if cache_dir else None
     cached = statcache.load(cpath) if cpath else {}
     digests: dict[str, str] = {}
     sizes: dict[str, int] = {}
@@ -148,6 +145,8 @@ def take_snapshot(
     if todo:
         if progress is not None:
             progress.start(len(todo), sum(f.size for f in todo))
+        from concurrent.futures import ThreadPoolExecutor
+
         # Biggest first, so the two ends of the pool finish together.
         todo.sort(key=lambda f: -f.size)
         with ThreadPoolExecutor(THREADS) as pool:
@@ -159,7 +158,7 @@ def take_snapshot(
                         failed.append(issue)
                         continue
                     issues.append(issue)
-                    if issue.kind == VANISHED:
+                    if not digest:  # vanished, or no longer a file: not in the snapshot
                         continue
                     changed.add(f.path)
                 digests[f.path] = digest
@@ -180,6 +179,8 @@ def take_snapshot(
             entries.append(mf.Entry(f.path, mf.FILE, sizes[f.path], f.executable, digests[f.path]))
     entries.extend(mf.Entry(d, mf.DIR) for d in w.empty_dirs)
     manifest = mf.build(entries)
+    nfiles = len(digests)
+    nlinks = len(w.files) - len(regular)
     data = manifest.encode()
     snapshot_id, _ = store.put_bytes(data)
     if store.get_snapshot_record(snapshot_id) is None:
@@ -188,10 +189,10 @@ def take_snapshot(
             {
                 "id": snapshot_id,
                 "source": src,
-                "host": socket.gethostname(),
+                "host": os.uname().nodename,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": len(regular),
-                "links": len(w.files) - len(regular),
+                "files": nfiles,
+                "links": nlinks,
                 "empty_dirs": len(w.empty_dirs),
                 "bytes": manifest.total_bytes,
                 "runyard": _version(),
@@ -208,8 +209,8 @@ def take_snapshot(
     return SnapshotResult(
         id=snapshot_id,
         source=src,
-        files=len(regular),
-        links=len(w.files) - len(regular),
+        files=nfiles,
+        links=nlinks,
         empty_dirs=len(w.empty_dirs),
         total_bytes=manifest.total_bytes,
         read_files=len(todo),
@@ -276,7 +277,10 @@ def restore(store: ObjectStore, snapshot_id: str, dest: str | os.PathLike[str]) 
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
         raise SnapshotError(f"Cannot create '{parent}': {exc.strerror}.") from exc
-    tmp = os.path.join(parent, f".{os.path.basename(target)}.runyard-restore-{uuid.uuid4().hex[:8]}")
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp = os.path.join(parent, f".{os.path.basename(target)}.runyard-restore-{os.urandom(4).hex()}")
     os.mkdir(tmp, 0o755)
     try:
         made: set[str] = set()

@@ -59,7 +59,7 @@ def explain(directory: str, paths: list[str], *, exclude_dirs: tuple[str, ...] =
     issues: list[Issue] = []
     outer, top_prefix = outer_frames(broot, issues)
     base = [Frame(default_ignore(), len(top_prefix)), *outer]
-    excluded_real = {os.path.realpath(d) for d in exclude_dirs}
+    excluded_real = {os.fsencode(os.path.realpath(d)) for d in exclude_dirs}
     out = []
     for given in paths:
         rel = _relative(root, given, directory)
@@ -81,7 +81,7 @@ def _explain_one(
     trailing_dir: bool,
     base: list[Frame],
     top_prefix: bytes,
-    excluded_real: set[str],
+    excluded_real: set[bytes],
 ) -> Verdict:
     parts = os.fsencode(rel).split(b"/")
     frames = list(base)

@@ -43,10 +43,13 @@ def render_create(r: SnapshotResult) -> str:
         lines.append("Possible secrets (leave them out with .amlignore if they should not travel):")
         for p in r.secrets:
             lines.append(f"  {p}")
-    groups: dict[str, list[str]] = {}
+    # Sections in a fixed order (the walk finds things in directory order).
+    groups: dict[str, list[str]] = {kind: [] for kind in _TITLES}
     for i in r.issues:
         groups.setdefault(i.kind, []).append(f"  {i.path}  {i.detail}".rstrip())
     for kind, items in groups.items():
+        if not items:
+            continue
         lines.append(f"{_TITLES.get(kind, kind)}:")
         lines.extend(items[:20])
         if len(items) > 20:

@@ -8,7 +8,7 @@ fix it.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -30,8 +30,14 @@ _SECRET_GLOBS: Final = (
     "service-account*.json", "kubeconfig", ".git-credentials",
 )
 _NOT_SECRETS: Final = (".env.example", ".env.sample", ".env.template", ".env.dist", "*.pub")
-_SECRET_RX: Final = re.compile("|".join(fnmatch.translate(g) for g in _SECRET_GLOBS))
-_NOT_SECRET_RX: Final = re.compile("|".join(fnmatch.translate(g) for g in _NOT_SECRETS))
+
+
+@functools.cache
+def _secret_matchers() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    import fnmatch
+
+    return (re.compile("|".join(fnmatch.translate(g) for g in _SECRET_GLOBS)),
+            re.compile("|".join(fnmatch.translate(g) for g in _NOT_SECRETS)))
 
 
 def likely_secrets(paths: Iterable[str]) -> list[str]:
@@ -40,10 +46,11 @@ def likely_secrets(paths: Iterable[str]) -> list[str]:
     >>> likely_secrets(["src/a.py", ".env", "keys/id_rsa", "id_rsa.pub", ".env.example"])
     ['.env', 'keys/id_rsa']
     """
+    secret, not_secret = _secret_matchers()
     out = []
     for p in paths:
         name = p.rsplit("/", 1)[-1].lower()
-        if _SECRET_RX.match(name) and not _NOT_SECRET_RX.match(name):
+        if secret.match(name) and not not_secret.match(name):
             out.append(p)
     return out
 
@@ -103,6 +110,9 @@ def suggest_ignore_lines(files: list[FileEntry], limits: Limits) -> list[str]:
     Greedy: the biggest contributors first (bytes when over the size limit,
     file counts when over the count limit), a directory only when no single
     child of it is most of it, never two lines where one covers the other.
+    The lines themselves count: a new ``.amlignore`` is one more file (holding
+    a copy of ``.gitignore``, as ``ignore_file_hint`` says), and every line adds
+    its bytes, so following the advice always gets the tree under its limits.
     """
     total_b = sum(f.size for f in files)
     total_n = len(files)
@@ -110,6 +120,11 @@ def suggest_ignore_lines(files: list[FileEntry], limits: Limits) -> list[str]:
     need_n = total_n - limits.max_files if limits.max_files and total_n > limits.max_files else 0
     if not need_b and not need_n:
         return []
+    sizes = {f.path: f.size for f in files if f.path in (".amlignore", ".gitignore")}
+    # What writing the lines adds (a newline the file may lack; a new file, copied from .gitignore).
+    add_b = 1 if ".amlignore" in sizes else sizes.get(".gitignore", 0) + 1
+    add_n = 0 if ".amlignore" in sizes else 1
+    files = [f for f in files if f.path not in sizes]  # the ignore files are never the fix
     dirs = dir_stats(files)
     children: dict[str, list[tuple[int, int]]] = {}
     for f in files:
@@ -139,19 +154,25 @@ def suggest_ignore_lines(files: list[FileEntry], limits: Limits) -> list[str]:
         cands.append((wd, d.path, True, d.bytes, d.files))
     cands.sort(key=lambda c: (-c[0], c[1].count("/"), c[1]))
 
-    chosen: list[tuple[str, bool]] = []
-    rem_b, rem_n = need_b, need_n
+    chosen: list[str] = []
+    lines: list[str] = []
+    # Still to shed (<= 0: under that limit), counting what the ignore file adds.
+    rem_b = total_b + add_b - limits.max_bytes if limits.max_bytes else 0
+    rem_n = total_n + add_n - limits.max_files if limits.max_files else 0
     for _w, path, is_dir, b, n in cands:
         if rem_b <= 0 and rem_n <= 0:
             break
-        if any(path == c or path.startswith(c + "/") or c.startswith(path + "/") for c, _ in chosen):
+        if any(path == c or path.startswith(c + "/") or c.startswith(path + "/") for c in chosen):
             continue
-        if (rem_b <= 0 or b == 0) and (rem_n <= 0 or n == 0):
-            continue
-        chosen.append((path, is_dir))
-        rem_b -= b
+        line = escape_pattern(path) + ("/" if is_dir else "")
+        saved_b = b - len(line.encode("utf-8")) - 1
+        if (rem_b <= 0 or saved_b <= 0) and (rem_n <= 0 or n == 0):
+            continue  # it would not help (a line can cost more bytes than a tiny file)
+        chosen.append(path)
+        lines.append(line)
+        rem_b -= saved_b
         rem_n -= n
-    return [escape_pattern(p) + ("/" if d else "") for p, d in chosen]
+    return lines
 
 
 def _mb(n: int) -> str:

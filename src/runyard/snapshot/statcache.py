@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Final
 
 from runyard.store.base import hash_bytes
@@ -58,7 +57,7 @@ def save(path: str, entries: dict[str, tuple[Key, str]], started_ns: int) -> Non
         "started_ns": started_ns,
         "entries": {rel: [*key, digest] for rel, (key, digest) in entries.items()},
     }
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    tmp = f"{path}.{os.urandom(8).hex()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as fh:

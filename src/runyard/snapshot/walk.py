@@ -9,6 +9,7 @@ everything odd instead of failing on it.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat as st
@@ -90,7 +91,7 @@ class WalkResult:
 class Frame:
     """An ignore file in force, and where its directory starts in a full path."""
 
-    __slots__ = ("rules", "pos")
+    __slots__ = ("pos", "rules")
 
     def __init__(self, rules: IgnoreFile, pos: int) -> None:
         self.rules = rules
@@ -138,7 +139,13 @@ def pick_ignore_file(names: set[bytes]) -> bytes | None:
 
 
 def find_git_root(root: bytes) -> bytes | None:
-    """The work tree enclosing ``root`` (not ``root`` itself), if any."""
+    """The work tree enclosing ``root`` (not ``root`` itself), if any.
+
+    A ``root`` that is itself a work tree's root has none: as in git, the
+    ignore files of a repository around it do not apply inside it.
+    """
+    if os.path.lexists(os.path.join(root, GIT_DIR)):
+        return None
     d = root
     while True:
         parent = os.path.dirname(d)
@@ -181,7 +188,8 @@ def outer_frames(root: bytes, issues: list[Issue]) -> tuple[list[Frame], bytes]:
     return frames, rel + b"/"
 
 
-def _link_issue(root: bytes, rel: str, target: str, abspath: bytes) -> Issue | None:
+def _link_issue(real_root: bytes, rel: str, target: str, abspath: bytes) -> Issue | None:
+    """``real_root`` is the source directory's realpath with a trailing '/'."""
     if target.startswith("/"):
         return Issue(LINK_OUTSIDE, rel, f"-> {target} (an absolute target will dangle on another machine)")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
@@ -190,8 +198,11 @@ def _link_issue(root: bytes, rel: str, target: str, abspath: bytes) -> Issue | N
     try:
         os.stat(abspath)
     except OSError as exc:
-        what = "a link loop" if exc.errno == 40 else "a broken link"
+        what = "a link loop" if exc.errno == errno.ELOOP else "a broken link"
         return Issue(LINK_DANGLING, rel, f"-> {target} ({what})")
+    # Lexically inside, but another link on the way may lead out (a -> b/x, b -> /etc).
+    if not (os.path.realpath(abspath) + b"/").startswith(real_root):
+        return Issue(LINK_OUTSIDE, rel, f"-> {target} (through another link, it points outside the source directory)")
     return None
 
 
@@ -244,6 +255,7 @@ def walk(
         if dst.st_dev == rst.st_dev:
             excluded_inodes[dst.st_ino] = os.fsencode(os.path.realpath(d))
 
+    real_root = os.path.join(os.path.realpath(broot), b"")
     files = result.files
     empty_dirs = result.empty_dirs
     excluded = result.excluded
@@ -288,11 +300,13 @@ def walk(
                 if collect_excluded:
                     excluded.append((_fsdecode(rel) + ("/" if is_dir else ""), rule))
                 continue
-            if is_dir and (name == WORKSPACE_DIR_NAME or e.inode() in excluded_inodes):
-                if name == WORKSPACE_DIR_NAME or os.path.realpath(e.path) == excluded_inodes[e.inode()]:
-                    if collect_excluded:
-                        excluded.append((_fsdecode(rel) + "/", WORKSPACE_RULE))
-                    continue
+            if is_dir and (
+                name == WORKSPACE_DIR_NAME
+                or (e.inode() in excluded_inodes and os.path.realpath(e.path) == excluded_inodes[e.inode()])
+            ):
+                if collect_excluded:
+                    excluded.append((_fsdecode(rel) + "/", WORKSPACE_RULE))
+                continue
             try:
                 srel = rel.decode("utf-8")
             except UnicodeDecodeError:
@@ -318,7 +332,7 @@ def walk(
                         continue
                     files.append(FileEntry(srel, True, 0, False, 0, 0, 0, target))
                     if want_stat:
-                        li = _link_issue(broot, srel, target, e.path)
+                        li = _link_issue(real_root, srel, target, e.path)
                         if li is not None:
                             issues.append(li)
                 else:
@@ -332,15 +346,16 @@ def walk(
 
     # An included directory with no included entry of its own is recorded
     # so that restore recreates it; its parents are implied by its path.
-    for d in seen_dirs:
-        if d not in nonempty:
+    for seen in seen_dirs:
+        if seen not in nonempty:
             try:
-                empty_dirs.append(d[:-1].decode("utf-8"))
+                empty_dirs.append(seen[:-1].decode("utf-8"))
             except UnicodeDecodeError:
                 continue
     empty_dirs.sort(key=str.encode)
     files.sort(key=lambda f: f.path.encode())
     excluded.sort(key=lambda x: x[0].encode("utf-8", "surrogateescape"))
+    issues.sort(key=lambda i: i.path.encode("utf-8", "surrogateescape"))
     return result
 
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import blake3
 
-from runyard.errors import NotFoundError, StoreError
+from runyard.errors import BlobNotFoundError, NotFoundError, StoreError
 
 SCHEME: Final = 1
 HASH_NAME: Final = "blake3"
@@ -153,15 +153,51 @@ class ObjectStore(ABC):
                                 f"({', '.join(h[:12] for h in hits[:5])}...). Give more digits.")
         return hits[0]
 
-    # -- helpers ------------------------------------------------------------
+    # -- losing blobs -------------------------------------------------------
+    # Stat caches vouch for a file's digest, not for its blob. When the store
+    # finds a blob missing or corrupt it bumps its generation; caches are keyed
+    # by it, so the next snapshot reads and stores every file again instead of
+    # naming a blob the store no longer has.
+
+    def generation(self) -> int:
+        """How many times this store has noticed a lost blob."""
+        text = self._read_text("generation")
+        try:
+            return int(text) if text else 0
+        except ValueError:
+            return 0
+
+    def _note_lost(self) -> None:
+        try:
+            self._write_text("generation", f"{self.generation() + 1}\n")
+        except StoreError:
+            pass
+
+    @abstractmethod
+    def _quarantine(self, digest: str) -> None:
+        """Move a corrupt blob out of the way (it is kept for inspection)."""
+
+    def _missing(self, digest: str) -> BlobNotFoundError:
+        self._note_lost()
+        return BlobNotFoundError(
+            f"Blob {digest[:12]} is missing from the store at {self.url}. "
+            "Take the snapshot again from its source directory to store it again."
+        )
+
     def _verify(self, digest: str, data: bytes) -> bytes:
         from runyard.errors import CorruptBlobError
 
         got = hash_bytes(data)
         if got != digest:
+            try:
+                self._quarantine(digest)
+            except OSError:
+                pass
+            self._note_lost()
             raise CorruptBlobError(
                 f"Blob {digest[:12]} in the store at {self.url} is corrupt (its content hashes to "
-                f"{got[:12]}). Delete it and take the snapshot again from the source directory."
+                f"{got[:12]}); it was moved to quarantine/. Take the snapshot again from its source "
+                "directory to store it again."
             )
         return data
 

@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from typing import Any, Final
 
-from runyard.errors import BlobNotFoundError, StoreError
+from runyard.errors import StoreError
 from runyard.store.base import (
     ObjectStore,
     blob_key,
@@ -89,7 +89,15 @@ class FsspecStore(ObjectStore):
             self.fs.pipe_file(tmp, data)
             self.fs.mv(tmp, self._key(key))
         except OSError as exc:
+            self._remove_quietly(tmp)
             raise StoreError(f"Cannot write {key} to the store at {self.url}: {exc}.") from exc
+
+    def _remove_quietly(self, key: str) -> None:
+        """Drop a partial upload under tmp/ (best effort: it never has a final name)."""
+        try:
+            self.fs.rm_file(key)
+        except OSError:
+            pass
 
     def put_bytes(self, data: bytes) -> tuple[str, bool]:
         digest = hash_bytes(data)
@@ -121,6 +129,7 @@ class FsspecStore(ObjectStore):
                     self.fs.put_file(tmp.name, tkey)
                     self.fs.mv(tkey, self._key(blob_key(digest)))
                 except OSError as exc:
+                    self._remove_quietly(tkey)
                     raise StoreError(f"Cannot upload {path} to the store at {self.url}: {exc}.") from exc
                 return digest, size, True
 
@@ -129,13 +138,13 @@ class FsspecStore(ObjectStore):
         try:
             data = self.fs.cat_file(self._key(blob_key(digest)))
         except FileNotFoundError:
-            raise BlobNotFoundError(
-                f"Blob {digest[:12]} is missing from the store at {self.url}. "
-                "Take the snapshot again from its source directory to restore it."
-            ) from None
+            raise self._missing(digest) from None
         except OSError as exc:
             raise StoreError(f"Cannot read blob {digest[:12]} from {self.url}: {exc}.") from exc
         return self._verify(digest, bytes(data))
+
+    def _quarantine(self, digest: str) -> None:
+        self.fs.mv(self._key(blob_key(digest)), self._key(f"quarantine/{digest}"))
 
     def _read_text(self, key: str) -> str | None:
         try:

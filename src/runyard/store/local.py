@@ -10,10 +10,9 @@ from __future__ import annotations
 import io
 import os
 import threading
-import uuid
 from typing import Final
 
-from runyard.errors import BlobNotFoundError, StoreError
+from runyard.errors import StoreError
 from runyard.store.base import (
     ObjectStore,
     blob_key,
@@ -24,9 +23,8 @@ from runyard.store.base import (
     store_config,
 )
 
-STREAM_ABOVE: Final = 64 << 20
-"""Files bigger than this are streamed in chunks instead of read whole."""
 CHUNK: Final = 8 << 20
+"""Files up to this size are read whole into a reused buffer; bigger ones are streamed."""
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 BLOB_MODE: Final = 0o444
 
@@ -54,6 +52,7 @@ class LocalStore(ObjectStore):
         self._id = store_id
         self._made: set[str] = set()
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._tmp = os.path.join(root, "tmp")
 
     @classmethod
@@ -67,13 +66,15 @@ class LocalStore(ObjectStore):
             if not create:
                 raise StoreError(f"No runyard store at {root}. Create one by taking a snapshot.") from None
         except OSError as exc:
-            raise StoreError(f"Cannot read the store at {root}: {exc.strerror}.") from exc
+            raise StoreError(
+                f"Cannot read the store at {root}: {exc.strerror}. Check the path and permissions."
+            ) from exc
         try:
             for sub in ("blobs", "snapshots", "tmp"):
                 os.makedirs(os.path.join(root, sub), exist_ok=True)
-            tmp = os.path.join(root, "tmp", f"store.json.{uuid.uuid4().hex}")
+            tmp = os.path.join(root, "tmp", f"store.json.{os.urandom(16).hex()}")
             with open(tmp, "x", encoding="utf-8") as fh:
-                fh.write(store_config(uuid.uuid4().hex))
+                fh.write(store_config(os.urandom(16).hex()))
             try:
                 os.link(tmp, cfg)  # never replaces a store.json another process made first
             except FileExistsError:
@@ -83,7 +84,9 @@ class LocalStore(ObjectStore):
             with open(cfg, encoding="utf-8") as fh:
                 return cls(root, parse_store_config(fh.read(), root))
         except OSError as exc:
-            raise StoreError(f"Cannot create a store at {root}: {exc.strerror}. Check the path and permissions.") from exc
+            raise StoreError(
+                f"Cannot create a store at {root}: {exc.strerror}. Check the path and permissions."
+            ) from exc
 
     @property
     def store_id(self) -> str:
@@ -96,7 +99,7 @@ class LocalStore(ObjectStore):
         return os.path.exists(self._path(digest))
 
     def _tmp_name(self, digest: str) -> str:
-        return os.path.join(self._tmp, f"{digest[:16]}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}")
+        return os.path.join(self._tmp, f"{digest[:16]}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}")
 
     def _install(self, tmp: str, digest: str) -> None:
         final = self._path(digest)
@@ -111,6 +114,10 @@ class LocalStore(ObjectStore):
         digest = hash_bytes(data)
         if self.has(digest):
             return digest, False
+        self._write_new(digest, data)
+        return digest, True
+
+    def _write_new(self, digest: str, data: bytes | memoryview) -> None:
         tmp = self._tmp_name(digest)
         try:
             fd = os.open(tmp, _OPEN_FLAGS, BLOB_MODE)
@@ -122,32 +129,43 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             _unlink_quietly(tmp)
             raise StoreError(f"Cannot write to the store at {self.root}: {exc.strerror}.") from exc
-        return digest, True
+
+    def _buffer(self) -> memoryview:
+        # One reused buffer per thread: fresh multi-megabyte allocations for
+        # every file cost page faults that dominate on some VMs.
+        buf: memoryview | None = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = memoryview(bytearray(CHUNK))
+        return buf
 
     def put_file(self, path: str) -> tuple[str, int, bool]:
         with open(path, "rb", buffering=0) as src:
-            if os.fstat(src.fileno()).st_size <= STREAM_ABOVE:
-                data = src.readall()
-                digest, new = self.put_bytes(data)
-                return digest, len(data), new
-            return self._put_stream(src)
+            view = self._buffer()
+            n = _read_full(src, view)
+            if n < len(view):
+                # The whole file is in the buffer: hash it, write it only if new.
+                data = view[:n]
+                digest = hash_bytes(data)
+                if self.has(digest):
+                    return digest, n, False
+                self._write_new(digest, data)
+                return digest, n, True
+            return self._put_stream(src, view, n)
 
-    def _put_stream(self, src: io.FileIO) -> tuple[str, int, bool]:
+    def _put_stream(self, src: io.FileIO, view: memoryview, first: int) -> tuple[str, int, bool]:
+        """Hash and write chunk by chunk; what is stored is exactly what was hashed."""
         h = new_hasher()
-        tmp = os.path.join(self._tmp, f"stream.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}")
+        tmp = os.path.join(self._tmp, f"stream.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}")
         size = 0
         try:
             fd = os.open(tmp, _OPEN_FLAGS, BLOB_MODE)
             try:
-                buf = bytearray(CHUNK)
-                view = memoryview(buf)
-                while True:
-                    n = src.readinto(buf)
-                    if not n:
-                        break
+                n = first
+                while n:
                     h.update(view[:n])
                     _write_all(fd, view[:n])
                     size += n
+                    n = _read_full(src, view)
             finally:
                 os.close(fd)
             digest: str = h.hexdigest()
@@ -166,13 +184,14 @@ class LocalStore(ObjectStore):
             with open(self._path(digest), "rb", buffering=0) as fh:
                 data = fh.readall()
         except FileNotFoundError:
-            raise BlobNotFoundError(
-                f"Blob {digest[:12]} is missing from the store at {self.root}. "
-                "Take the snapshot again from its source directory to restore it."
-            ) from None
+            raise self._missing(digest) from None
         except OSError as exc:
             raise StoreError(f"Cannot read blob {digest[:12]} from {self.root}: {exc.strerror}.") from exc
         return self._verify(digest, data)
+
+    def _quarantine(self, digest: str) -> None:
+        os.makedirs(os.path.join(self.root, "quarantine"), exist_ok=True)
+        os.replace(self._path(digest), os.path.join(self.root, "quarantine", digest))
 
     def _read_text(self, key: str) -> str | None:
         try:
@@ -185,7 +204,7 @@ class LocalStore(ObjectStore):
 
     def _write_text(self, key: str, text: str) -> None:
         final = os.path.join(self.root, key)
-        tmp = os.path.join(self._tmp, f"text.{os.getpid()}.{uuid.uuid4().hex}")
+        tmp = os.path.join(self._tmp, f"text.{os.getpid()}.{os.urandom(16).hex()}")
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             with open(tmp, "x", encoding="utf-8") as fh:
@@ -200,6 +219,17 @@ class LocalStore(ObjectStore):
             return os.listdir(os.path.join(self.root, prefix))
         except FileNotFoundError:
             return []
+
+
+def _read_full(src: io.FileIO, view: memoryview) -> int:
+    """Fill ``view`` from ``src``; fewer bytes only at the end of the file."""
+    got = 0
+    while got < len(view):
+        n = src.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _unlink_quietly(path: str) -> None:
