@@ -183,7 +183,7 @@ def take_snapshot(
     nlinks = len(w.files) - len(regular)
     data = manifest.encode()
     snapshot_id, _ = store.put_bytes(data)
-    if store.get_snapshot_record(snapshot_id) is None:
+    if not store.has_snapshot_record(snapshot_id):
         store.put_snapshot_record(
             snapshot_id,
             {

@@ -8,7 +8,6 @@ fix it.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Iterable
@@ -23,21 +22,15 @@ TOP_N: Final = 10
 # the child is the better line.
 _DOMINANT: Final = 0.8
 
-_SECRET_GLOBS: Final = (
-    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.keystore", "*.jks",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*credentials*",
-    ".netrc", ".pgpass", ".pypirc", ".npmrc", ".htpasswd", "*secret*.json", "*.kdbx",
-    "service-account*.json", "kubeconfig", ".git-credentials",
+# Names that look like credentials or keys (matched case-insensitively on the
+# last path component), and look-alikes that are not.
+_SECRET_NAMES: Final = re.compile(
+    r"\.env(?:\..*)?|.*\.(?:pem|key|p12|pfx|keystore|jks|kdbx)|id_(?:rsa|dsa|ecdsa|ed25519).*"
+    r"|.*credentials.*|\.netrc|\.pgpass|\.pypirc|\.npmrc|\.htpasswd|\.git-credentials|kubeconfig"
+    r"|.*secret.*\.json|service-account.*\.json",
+    re.IGNORECASE | re.DOTALL,
 )
-_NOT_SECRETS: Final = (".env.example", ".env.sample", ".env.template", ".env.dist", "*.pub")
-
-
-@functools.cache
-def _secret_matchers() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    import fnmatch
-
-    return (re.compile("|".join(fnmatch.translate(g) for g in _SECRET_GLOBS)),
-            re.compile("|".join(fnmatch.translate(g) for g in _NOT_SECRETS)))
+_NOT_SECRETS: Final = re.compile(r"\.env\.(?:example|sample|template|dist)|.*\.pub", re.IGNORECASE | re.DOTALL)
 
 
 def likely_secrets(paths: Iterable[str]) -> list[str]:
@@ -46,11 +39,10 @@ def likely_secrets(paths: Iterable[str]) -> list[str]:
     >>> likely_secrets(["src/a.py", ".env", "keys/id_rsa", "id_rsa.pub", ".env.example"])
     ['.env', 'keys/id_rsa']
     """
-    secret, not_secret = _secret_matchers()
     out = []
     for p in paths:
-        name = p.rsplit("/", 1)[-1].lower()
-        if secret.match(name) and not not_secret.match(name):
+        name = p.rpartition("/")[2]
+        if _SECRET_NAMES.fullmatch(name) and not _NOT_SECRETS.fullmatch(name):
             out.append(p)
     return out
 

@@ -13,13 +13,14 @@ One cache per (source directory, store): deleting it only costs a re-read.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 from typing import Final
 
 from runyard.store.base import hash_bytes
 
-VERSION: Final = 1
+VERSION: Final = 2
+"""Bumped whenever the format changes (2: marshal instead of JSON)."""
 RACY_WINDOW_NS: Final = 2_000_000_000
 """Timestamps this close to the cache's start time are not trusted: it covers
 coarse kernel clocks and filesystems that keep whole (or even) seconds."""
@@ -30,38 +31,34 @@ Key = tuple[int, int, int, int, bool]
 
 def cache_path(cache_dir: str, source: str, store_id: str) -> str:
     name = hash_bytes(f"{source}\0{store_id}".encode("utf-8", "surrogateescape"))[:32]
-    return os.path.join(cache_dir, f"stat-{name}.json")
+    return os.path.join(cache_dir, f"stat-{name}.bin")
 
 
 def load(path: str) -> dict[str, tuple[Key, str]]:
     """Trusted entries of the cache at ``path``; empty if missing or damaged."""
     try:
         with open(path, "rb") as fh:
-            doc = json.loads(fh.read())
-        if doc.get("version") != VERSION:
+            version, started_ns, entries = marshal.loads(fh.read())
+        if version != VERSION:
             return {}
-        horizon = int(doc["started_ns"]) - RACY_WINDOW_NS
+        horizon = int(started_ns) - RACY_WINDOW_NS
         out: dict[str, tuple[Key, str]] = {}
-        for rel, (size, mtime, ctime, ino, exe, digest) in doc["entries"].items():
+        for rel, (size, mtime, ctime, ino, exe, digest) in entries.items():
             if mtime < horizon and ctime < horizon:
                 out[rel] = ((size, mtime, ctime, ino, bool(exe)), digest)
         return out
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, EOFError, KeyError, TypeError):
         return {}
 
 
 def save(path: str, entries: dict[str, tuple[Key, str]], started_ns: int) -> None:
     """Write the cache atomically; a failure to write it is not an error."""
-    doc = {
-        "version": VERSION,
-        "started_ns": started_ns,
-        "entries": {rel: [*key, digest] for rel, (key, digest) in entries.items()},
-    }
+    doc = (VERSION, started_ns, {rel: (*key, digest) for rel, (key, digest) in entries.items()})
     tmp = f"{path}.{os.urandom(8).hex()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
+        with open(tmp, "wb") as fh:
+            fh.write(marshal.dumps(doc))
         os.replace(tmp, path)
     except OSError:
         try:

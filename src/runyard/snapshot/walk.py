@@ -284,6 +284,7 @@ def walk(
                 dframes = [*dframes, Frame(rules, plen + len(dir_rel))]
         if dir_rel:
             seen_dirs.append(dir_rel)
+        deepest_first = dframes[::-1]
         for e in ents:
             name = e.name
             if name == GIT_DIR:
@@ -295,7 +296,13 @@ def walk(
                 is_dir = e.is_dir(follow_symlinks=False)
             except OSError:
                 is_dir = False
-            rule = decide(dframes, top_prefix + rel if plen else rel, is_dir)
+            # decide(), inlined: this loop runs for every entry of the tree.
+            full = top_prefix + rel if plen else rel
+            rule = None
+            for fr in deepest_first:
+                rule = fr.rules.match(full, fr.pos, is_dir)
+                if rule is not None:
+                    break
             if rule is not None and not rule.negative:
                 if collect_excluded:
                     excluded.append((_fsdecode(rel) + ("/" if is_dir else ""), rule))

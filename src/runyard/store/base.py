@@ -117,6 +117,13 @@ class ObjectStore(ABC):
     def _list(self, prefix: str) -> list[str]:
         """Names (not keys) directly under the folder ``prefix``."""
 
+    @abstractmethod
+    def _exists(self, key: str) -> bool:
+        """Whether something is stored at ``key``."""
+
+    def has_snapshot_record(self, snapshot_id: str) -> bool:
+        return self._exists(f"snapshots/{check_digest(snapshot_id)}.json")
+
     def put_snapshot_record(self, snapshot_id: str, record: dict[str, Any]) -> None:
         self._write_text(f"snapshots/{check_digest(snapshot_id)}.json", json.dumps(record, sort_keys=True, indent=1))
 

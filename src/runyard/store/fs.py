@@ -146,6 +146,9 @@ class FsspecStore(ObjectStore):
     def _quarantine(self, digest: str) -> None:
         self.fs.mv(self._key(blob_key(digest)), self._key(f"quarantine/{digest}"))
 
+    def _exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._key(key)))
+
     def _read_text(self, key: str) -> str | None:
         try:
             return bytes(self.fs.cat_file(self._key(key))).decode("utf-8")

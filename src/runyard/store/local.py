@@ -193,6 +193,9 @@ class LocalStore(ObjectStore):
         os.makedirs(os.path.join(self.root, "quarantine"), exist_ok=True)
         os.replace(self._path(digest), os.path.join(self.root, "quarantine", digest))
 
+    def _exists(self, key: str) -> bool:
+        return os.path.exists(os.path.join(self.root, key))
+
     def _read_text(self, key: str) -> str | None:
         try:
             with open(os.path.join(self.root, key), encoding="utf-8") as fh:
