@@ -26,7 +26,10 @@ from runyard.store.base import (
 CHUNK: Final = 8 << 20
 """Files up to this size are read whole into a reused buffer; bigger ones are streamed."""
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-BLOB_MODE: Final = 0o444
+BLOB_MODE: Final = 0o644
+"""Blobs are never written in place by runyard. They are 0644 (not read-only)
+so that a run's working directory can be a hardlinked lower layer of an
+overlay mount with the modes the manifest asks for; runs never write them."""
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -121,6 +124,7 @@ class LocalStore(ObjectStore):
         tmp = self._tmp_name(digest)
         try:
             fd = os.open(tmp, _OPEN_FLAGS, BLOB_MODE)
+            os.fchmod(fd, BLOB_MODE)  # exactly, whatever the umask
             try:
                 _write_all(fd, data)
             finally:
@@ -159,6 +163,7 @@ class LocalStore(ObjectStore):
         size = 0
         try:
             fd = os.open(tmp, _OPEN_FLAGS, BLOB_MODE)
+            os.fchmod(fd, BLOB_MODE)  # exactly, whatever the umask
             try:
                 n = first
                 while n:
