@@ -22,6 +22,7 @@ DEFAULT_MAX_FILES: Final = 2000
 ENV_MAX_BYTES: Final = "RUNYARD_SNAPSHOT_MAX_BYTES"
 ENV_MAX_FILES: Final = "RUNYARD_SNAPSHOT_MAX_FILES"
 ENV_WORKSPACE: Final = "RUNYARD_WORKSPACE"
+ENV_HISTORY_URL: Final = "RUNYARD_HISTORY_URL"
 
 _UNITS: Final = {
     "": 1, "b": 1,
@@ -35,6 +36,7 @@ KNOWN_KEYS: Final = {
     "snapshot.max_bytes": "size",
     "snapshot.max_files": "count",
     "store.url": "text",
+    "history.url": "text",
 }
 
 

@@ -14,6 +14,14 @@ chained.
      |    +-- BlobNotFoundError     a blob or snapshot is missing from the store
      |    +-- CorruptBlobError      a blob's content does not match its hash
      +-- NotFoundError              an id or name that does not exist
+     +-- HistoryError               the run history cannot be read or written,
+     |    |                         or a request to it is invalid
+     |    +-- SchemaVersionError    the database's schema is not this runyard's
+     |    +-- StatusTransitionError a run cannot move to the status asked for
+     |    +-- PropertyConflictError a run property is already set to another value
+     +-- RunError                   a run cannot be submitted, started or controlled
+
+A script that fails is a run *status* (Failed), not an exception.
 """
 
 from __future__ import annotations
@@ -55,3 +63,23 @@ class CorruptBlobError(StoreError):
 
 class NotFoundError(RunyardError):
     """An id or name does not refer to anything that exists."""
+
+
+class HistoryError(RunyardError):
+    """The run history cannot be read or written, or a request to it is invalid."""
+
+
+class SchemaVersionError(HistoryError):
+    """The history database is older (not migrated) or newer than this runyard."""
+
+
+class StatusTransitionError(HistoryError):
+    """A run cannot move from its current status to the one asked for."""
+
+
+class PropertyConflictError(HistoryError):
+    """A run property is already set to a different value (properties are add-only)."""
+
+
+class RunError(RunyardError):
+    """A run cannot be submitted, started, followed or canceled."""

@@ -8,8 +8,10 @@ machine with nothing set up).
 Layout::
 
     .runyard/
-      config.toml      settings ([snapshot] max_bytes, max_files; [store] url)
-      store/           the default object store
+      config.toml      settings ([snapshot] max_bytes, max_files; [store] url; [history] url)
+      history.db       run history (SQLite; a PostgreSQL URL can stand in)
+      store/           the default object store (snapshots, artifacts)
+      runs/            per-run state while a run is going (working dirs, live logs)
       cache/           stat caches (safe to delete)
 """
 
@@ -20,10 +22,11 @@ import tomllib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from runyard.config import ENV_WORKSPACE, coerce_setting, dump_toml
+from runyard.config import ENV_HISTORY_URL, ENV_WORKSPACE, coerce_setting, dump_toml
 from runyard.errors import ConfigError, WorkspaceError
 
 if TYPE_CHECKING:
+    from runyard.history.store import RunHistory
     from runyard.snapshot.engine import RestoreResult, SnapshotResult
     from runyard.store.base import ObjectStore
 
@@ -102,7 +105,9 @@ class Workspace:
         if _is_workspace(path):
             if not exist_ok:
                 raise WorkspaceError(f"A workspace already exists at '{path}'.")
-            return cls(path)
+            ws = cls(path)
+            ws.migrate()  # an older workspace gains what this runyard adds
+            return ws
         try:
             os.makedirs(os.path.join(path, "cache"), exist_ok=True)
             ws = cls(path)
@@ -110,7 +115,14 @@ class Workspace:
         except OSError as exc:
             raise WorkspaceError(f"Cannot create a workspace at '{path}': {exc.strerror}. "
                                  "Check the path and its permissions.") from exc
+        ws.migrate()
         return ws
+
+    def migrate(self) -> list[int]:
+        """Bring the run history's schema up to date (what ``runyard init`` does)."""
+        from runyard.history import migrate
+
+        return migrate(self.history_location)
 
     @classmethod
     def from_config(cls, path: str | None = None, *, create_default: bool = True) -> Workspace:
@@ -175,6 +187,25 @@ class Workspace:
         from runyard.store import open_store
 
         return open_store(self.store_url)
+
+    @property
+    def history_location(self) -> str:
+        """``RUNYARD_HISTORY_URL``, else ``history.url`` in the config, else ``<workspace>/history.db``."""
+        env = os.environ.get(ENV_HISTORY_URL, "").strip()
+        if env:
+            return env
+        url = self.get_setting("history.url")
+        return str(url) if url else os.path.join(self.path, "history.db")
+
+    def open_history(self) -> RunHistory:
+        """The run history, checked to be at this runyard's schema version."""
+        from runyard.history import RunHistory
+
+        return RunHistory.open(self.history_location)
+
+    @property
+    def runs_dir(self) -> str:
+        return os.path.join(self.path, "runs")
 
     @property
     def cache_dir(self) -> str:
