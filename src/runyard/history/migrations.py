@@ -45,9 +45,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from runyard.errors import SchemaVersionError
 from runyard.history import schema
 from runyard.history.db import Database
-from runyard.errors import SchemaVersionError
 
 
 @dataclass(frozen=True, slots=True)

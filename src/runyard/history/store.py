@@ -19,10 +19,9 @@ from typing import Any, Final, TypeVar, Unpack
 from sqlalchemy import Row, Table, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from runyard.errors import NotFoundError
+from runyard.errors import HistoryError, NotFoundError, PropertyConflictError, StatusTransitionError
 from runyard.history import schema as t
 from runyard.history.db import BUSY_TIMEOUT, Database, insert_ignore, upsert
-from runyard.errors import HistoryError, PropertyConflictError, StatusTransitionError
 from runyard.history.migrations import check_version, migrate
 from runyard.history.model import (
     ACTIVE_STATUSES,
