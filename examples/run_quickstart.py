@@ -1,21 +1,18 @@
-"""The README's first command: snapshot the quickstart experiment and run it
-from its snapshot in a fresh, isolated folder.
+"""The README's first command: run the quickstart experiment with runyard and
+show where its outputs, logs and metrics are.
 
-Until `runyard run` lands, this shows the first half of a run by hand: the
-snapshot (what goes, what stays out, its id), then a restore of exactly that
-snapshot into a scratch folder, where the script runs without touching this
-source directory.
+It submits examples/quickstart/train.py as a run of the experiment
+"quickstart": runyard snapshots the folder (its .amlignore keeps outputs/ and
+logs/ out), runs the script in a fresh working directory outside it, streams
+its output here, and keeps ./outputs, ./logs and the metrics in run history.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 
-from runyard import Workspace
-from runyard.snapshot.render import render_create
+import runyard
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,21 +20,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main() -> int:
     # RUNYARD_WORKSPACE wins; else .runyard/ at the repository root (kept out of git).
-    ws = Workspace.from_config() if os.environ.get("RUNYARD_WORKSPACE") else Workspace.create(REPO)
-    print(f"workspace: {ws.path}\n")
-    snap = ws.snapshot(HERE)
-    print(render_create(snap))
-    with tempfile.TemporaryDirectory(prefix="runyard-quickstart-") as scratch:
-        workdir = os.path.join(scratch, "wd")
-        ws.restore_snapshot(snap.id, workdir)
-        print(f"\nrunning train.py from snapshot {snap.id[:12]} in {workdir}\n")
-        code = subprocess.call([sys.executable, "train.py"], cwd=workdir)
-        made = sorted(os.path.join(d, f) for d in ("outputs", "logs") for f in os.listdir(os.path.join(workdir, d)))
-        print(f"\nthe run wrote: {', '.join(made)} (in the scratch folder; the source directory is untouched)")
-    print("\nnext: runyard snapshot ls examples/quickstart      what goes into the snapshot")
-    print("      runyard snapshot explain examples/quickstart outputs/model.json")
-    print(f"      runyard snapshot show {snap.id[:12]}")
-    return code
+    ws = runyard.Workspace.from_config() if os.environ.get("RUNYARD_WORKSPACE") else runyard.Workspace.create(REPO)
+    print(f"workspace: {ws.path}")
+    epochs = sys.argv[1] if len(sys.argv) > 1 else "5"
+    config = runyard.ScriptRunConfig(source_directory=HERE, script="train.py", arguments=[epochs])
+    run = runyard.Experiment(ws, "quickstart").submit(config)
+    print(f"run: {run.id}\n")
+    details = run.wait_for_completion(show_output=True, raise_on_error=False)
+    print(f"\nstatus: {details['status']} (snapshot {details['snapshotId'][:12]})")
+    metrics = run.get_metrics()
+    for name, value in sorted(metrics.items()):
+        print(f"metric {name}: {value}")
+    print("artifacts:", ", ".join(run.get_file_names()))
+    print("\nnext:")
+    print(f"  .venv/bin/runyard runs show {run.id}")
+    print(f"  .venv/bin/runyard logs {run.id}")
+    print(f"  .venv/bin/runyard artifacts download {run.id} 'outputs/*' -o results")
+    print("  .venv/bin/runyard run --source-dir examples/quickstart -e quickstart train.py 3")
+    return 0 if details["status"] == "Completed" else 1
 
 
 if __name__ == "__main__":

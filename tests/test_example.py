@@ -1,4 +1,4 @@
-"""The README's first command runs the quickstart example from its snapshot."""
+"""The README's first command runs the quickstart example as a real run."""
 
 from __future__ import annotations
 
@@ -7,18 +7,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from runyard.run import Run
 from runyard.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_runs_from_its_snapshot_and_leaves_the_source_alone(workspace: Workspace) -> None:
+@pytest.mark.timeout(120)
+def test_quickstart_runs_and_keeps_outputs_logs_and_metrics(workspace: Workspace) -> None:
     src = ROOT / "examples" / "quickstart"
     before = sorted(p.name for p in src.iterdir())
     env = {**os.environ, "RUNYARD_WORKSPACE": workspace.path}
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "run_quickstart.py")], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    assert "epoch=5" in out and "wrote outputs/model.json" in out
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "run_quickstart.py"), "3"], env=env,
+                         capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "epoch=3" in out.stdout and "status: Completed" in out.stdout
     assert sorted(p.name for p in src.iterdir()) == before  # nothing written into the source
-    snapshot_id = out.split("running train.py from snapshot ")[1].split()[0]
-    assert len(snapshot_id) == 12
+    run_id = out.stdout.split("run: ")[1].split()[0]
+    run = Run(workspace, run_id)
+    assert {"outputs/model.json", "logs/train.log"} <= set(run.get_file_names())
+    metrics = run.get_metrics()
+    assert len(metrics["loss"]) == 3 and len(metrics["accuracy"]) == 3

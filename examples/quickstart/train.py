@@ -1,8 +1,10 @@
 """A small, real training script: logistic regression by gradient descent.
 
 Pure Python (no numpy), deterministic. It reads its settings from config.json,
-logs a metric line per epoch to stdout and ./logs/train.log, and writes the
-trained model to ./outputs/model.json, the folders runyard keeps for a run.
+logs loss and accuracy per epoch as run metrics (``runyard.Run.get_context()``;
+outside runyard they are printed instead), writes a line per epoch to stdout
+and ./logs/train.log, and writes the trained model to ./outputs/model.json,
+the folders runyard keeps for a run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 import os
 import random
 import sys
+
+import runyard
 
 
 def make_data(n: int, seed: int) -> list[tuple[list[float], int]]:
@@ -37,6 +41,8 @@ def main() -> int:
     data = make_data(cfg["samples"], cfg["seed"])
     split = int(0.8 * len(data))
     train, test = data[:split], data[split:]
+    run = runyard.Run.get_context()
+    run.log("samples", len(data))
     w, b, lr = [0.0, 0.0], 0.0, cfg["learning_rate"]
     os.makedirs("outputs", exist_ok=True)
     os.makedirs("logs", exist_ok=True)
@@ -51,6 +57,8 @@ def main() -> int:
                 w[1] -= lr * g * x[1]
                 b -= lr * g
             acc = sum((sigmoid(w[0] * x[0] + w[1] * x[1] + b) > 0.5) == bool(y) for x, y in test) / len(test)
+            run.log("loss", loss / len(train), step=epoch)
+            run.log("accuracy", acc, step=epoch)
             line = f"epoch={epoch} loss={loss / len(train):.4f} accuracy={acc:.3f}"
             print(line, flush=True)
             log.write(line + "\n")

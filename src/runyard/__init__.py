@@ -15,13 +15,20 @@ from runyard.errors import (
     BlobNotFoundError,
     ConfigError,
     CorruptBlobError,
+    HistoryError,
     NotFoundError,
+    PropertyConflictError,
+    RunError,
     RunyardError,
+    SchemaVersionError,
     SnapshotError,
     SnapshotLimitError,
+    StatusTransitionError,
     StoreError,
     WorkspaceError,
 )
+from runyard.experiment import Experiment, ScriptRunConfig
+from runyard.run import Run
 from runyard.workspace import Workspace
 
 __version__ = "0.1.0"
@@ -30,11 +37,19 @@ __all__ = [
     "BlobNotFoundError",
     "ConfigError",
     "CorruptBlobError",
+    "Experiment",
+    "HistoryError",
     "Limits",
     "NotFoundError",
+    "PropertyConflictError",
+    "Run",
+    "RunError",
     "RunyardError",
+    "SchemaVersionError",
+    "ScriptRunConfig",
     "SnapshotError",
     "SnapshotLimitError",
+    "StatusTransitionError",
     "StoreError",
     "Workspace",
     "WorkspaceError",

@@ -291,10 +291,21 @@ def snapshot_show(ctx: click.Context, snapshot_id: str, as_json: bool) -> None:
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.pass_context
 def snapshot_restore(ctx: click.Context, snapshot_id: str, dest: str) -> None:
-    """Make the snapshot's tree in DEST (a new or empty folder), byte for byte."""
-    from runyard.config import format_size
+    """Make the snapshot's tree in DEST (a new or empty folder), byte for byte.
 
-    r = _open_workspace(ctx).restore_snapshot(snapshot_id, dest)
+    SNAPSHOT_ID may also be a run id: its snapshot is restored."""
+    from runyard.config import format_size
+    from runyard.history import parse_run_id
+
+    ws = _open_workspace(ctx)
+    if parse_run_id(snapshot_id) is not None:  # a run id: restore the run's snapshot
+        from runyard.runs import get_run
+
+        run = get_run(ws, snapshot_id)
+        if run.snapshot_id is None:
+            raise _Failure(f"Run {run.id} has no snapshot (it failed before one was taken).")
+        snapshot_id = run.snapshot_id
+    r = ws.restore_snapshot(snapshot_id, dest)
     click.echo(f"Restored {r.files} files, {r.links} links, {r.dirs} empty directories "
                f"({format_size(r.bytes)}) into {r.dest}")
 
@@ -313,6 +324,241 @@ def snapshot_diff(ctx: click.Context, id1: str, id2: str) -> None:
     b = load_manifest(store, store.resolve_snapshot(id2))
     for change in diff(a, b):
         click.echo(f"{change.status}\t{change.path}")
+
+
+# -- runs -----------------------------------------------------------------------
+
+
+def _follow_to_end(ws: Any, run_id: str) -> Any:
+    """Stream a run's driver log to stdout until it ends; Ctrl-C cancels it."""
+    from runyard.run import LogPosition, stream_log
+    from runyard.runs import cancel, wait
+
+    pos = LogPosition()
+    try:
+        stream_log(ws, run_id, sys.stdout, pos)
+    except KeyboardInterrupt:
+        click.echo(f"\nrunyard: canceling run {run_id} (Ctrl-C again to stop waiting)...", err=True)
+        cancel(ws, run_id)
+        try:
+            stream_log(ws, run_id, sys.stdout, pos)
+        except KeyboardInterrupt:
+            click.echo(f"runyard: stopped waiting; run {run_id} is still being canceled.", err=True)
+            raise SystemExit(130) from None
+    return wait(ws, run_id)
+
+
+def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
+    from runyard.config import format_size
+    from runyard.runs import exit_code_of, launch, prepare
+
+    history = ws.open_history()
+    run = prepare(ws, spec, history)
+    rec = ws.open_store().get_snapshot_record(run.snapshot_id) or {}
+    click.echo(f"runyard: run {run.id} (snapshot {str(run.snapshot_id)[:12]}, {rec.get('files', '?')} files, "
+               f"{format_size(int(rec.get('bytes', 0)))})", err=True)
+    launch(ws, run.id, fork=True)
+    if detach:
+        click.echo(run.id)
+        return
+    end = _follow_to_end(ws, run.id)
+    took = f" in {end.duration:.1f}s" if end.duration is not None else ""
+    detail = ""
+    if end.status.value == "Failed":
+        detail = f" (exit code {end.exit_code})" if end.exit_code is not None else ""
+        if end.signal:
+            import signal as _signal
+
+            detail = f" (killed by {_signal.Signals(end.signal).name})"
+    click.echo(f"runyard: run {run.id} {end.status.value}{took}{detail}. "
+               f"See: runyard runs show {run.id}", err=True)
+    raise SystemExit(exit_code_of(end))
+
+
+@main.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--source-dir", default=".", type=click.Path(file_okay=False), show_default=True,
+              help="The directory to snapshot and run in (the script is relative to it).")
+@click.option("-e", "--experiment", default="default", show_default=True, help="The experiment to record the run in.")
+@click.option("--detach", is_flag=True, help="Print the run id and return; the run goes on in the background.")
+@click.option("--max-bytes", metavar="SIZE", help="Snapshot size limit for this run (0 = none).")
+@click.option("--max-files", metavar="N", help="Snapshot file-count limit for this run (0 = none).")
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, max_bytes: str | None,
+            max_files: str | None, script: str, args: tuple[str, ...]) -> None:
+    """Run SCRIPT from a snapshot of the source directory, in an isolated
+    working directory; ARGS go to the script unchanged. Exits with the
+    script's exit code (128+N if signal N killed it, 130 if canceled)."""
+    from runyard.runs import RunSpec
+
+    ws = _open_workspace(ctx)
+    spec = RunSpec(source_directory=source_dir, script=script, arguments=list(args), experiment=experiment,
+                   max_bytes=max_bytes, max_files=max_files)
+    _start_and_follow(ws, spec, detach)
+
+
+@main.command("rerun")
+@click.argument("run_id")
+@click.option("--detach", is_flag=True, help="Print the new run id and return.")
+@click.pass_context
+def rerun_cmd(ctx: click.Context, run_id: str, detach: bool) -> None:
+    """Run RUN_ID again: the same snapshot, script and arguments, as a new run."""
+    from runyard.runs import RunSpec, get_run
+
+    ws = _open_workspace(ctx)
+    old = get_run(ws, run_id)
+    if old.snapshot_id is None or old.script is None:
+        raise _Failure(f"Run {run_id} has no snapshot to run again (it failed before one was taken).")
+    spec = RunSpec(source_directory=old.source_dir or ".", script=old.script, arguments=list(old.arguments),
+                   experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id)
+    _start_and_follow(ws, spec, detach)
+
+
+@main.command("cancel")
+@click.argument("run_id")
+@click.pass_context
+def cancel_cmd(ctx: click.Context, run_id: str) -> None:
+    """Cancel a run: its script gets SIGTERM, a grace period, then SIGKILL."""
+    from runyard.runs import cancel
+
+    run = cancel(_open_workspace(ctx), run_id)
+    click.echo(f"run {run.id}: {'already ' + run.status.value if run.is_terminal else 'cancel requested'}")
+
+
+@main.group("runs", cls=_Group)
+def runs_group() -> None:
+    """List and inspect runs."""
+
+
+def _fmt_time(t: float | None) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else "-"
+
+
+@runs_group.command("ls")
+@click.option("-e", "--experiment", help="Only this experiment.")
+@click.option("--status", help="Only runs with this status (e.g. Running, Failed).")
+@click.option("-n", "--limit", default=50, show_default=True, help="At most this many (newest first).")
+@click.pass_context
+def runs_ls(ctx: click.Context, experiment: str | None, status: str | None, limit: int) -> None:
+    """List runs, newest first."""
+    from runyard.runs import reap_lost
+
+    ws = _open_workspace(ctx)
+    history = ws.open_history()
+    reap_lost(history, ws=ws)
+    runs = history.list_runs(experiment=experiment, status=status, limit=limit)
+    for r in runs:
+        took = f"{r.duration:.1f}s" if r.duration is not None else "-"
+        click.echo(f"{r.id}  {r.status.value:<10}  {_fmt_time(r.created)}  {took:>8}  {r.script or ''} "
+                   f"{' '.join(r.arguments)}".rstrip())
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's details as JSON.")
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run: status, times, exit, snapshot, metrics, artifacts."""
+    from runyard.config import format_size
+    from runyard.run import Run
+
+    run = Run(_open_workspace(ctx), run_id)
+    details = run.get_details()
+    metrics = run.get_metrics()
+    artifacts = run.history.list_artifacts(run_id)
+    if as_json:
+        import json
+
+        details["metrics"] = metrics
+        details["artifacts"] = [{"name": a.name, "size": a.size, "digest": a.digest} for a in artifacts]
+        click.echo(json.dumps(details, indent=1, sort_keys=True, default=str))
+        return
+    for key in ("runId", "experiment", "status", "startTimeUtc", "endTimeUtc", "target", "script", "snapshotId",
+                "exitCode", "signal", "host"):
+        if details.get(key) not in (None, ""):
+            click.echo(f"{key}: {details[key]}")
+    if details["arguments"]:
+        click.echo(f"arguments: {details['arguments']}")
+    git = details["git"]
+    if git["commit"]:
+        click.echo(f"git: {git['commit'][:12]} on {git['branch']}{' (dirty)' if git['dirty'] else ''}")
+    if details["error"]:
+        click.echo("error:\n  " + details["error"].replace("\n", "\n  "))
+    if metrics:
+        click.echo("metrics:")
+        for name, value in sorted(metrics.items()):
+            shown = value if not isinstance(value, list) or len(value) <= 5 else f"{value[-1]} (last of {len(value)})"
+            click.echo(f"  {name}: {shown}")
+    if artifacts:
+        total = sum(a.size for a in artifacts)
+        click.echo(f"artifacts: {len(artifacts)} files, {format_size(total)} (runyard artifacts ls {run_id})")
+
+
+@main.command("logs")
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the log grows, until the run ends.")
+@click.pass_context
+def logs_cmd(ctx: click.Context, run_id: str, follow: bool) -> None:
+    """Print a run's driver log (the script's stdout and stderr)."""
+    from runyard.agent.supervisor import DRIVER_LOG, DRIVER_LOG_ARTIFACT, run_folder
+    from runyard.run import stream_log
+    from runyard.runs import get_run
+
+    ws = _open_workspace(ctx)
+    run = get_run(ws, run_id)
+    live = os.path.join(run_folder(ws, run_id), DRIVER_LOG)
+    if follow:
+        stream_log(ws, run_id, sys.stdout)
+        return
+    if os.path.exists(live):
+        with open(live, "rb") as fh:
+            sys.stdout.buffer.write(fh.read())
+        return
+    arts = {a.name: a for a in ws.open_history().list_artifacts(run.id)}
+    if DRIVER_LOG_ARTIFACT in arts:
+        sys.stdout.buffer.write(ws.open_store().get_bytes(arts[DRIVER_LOG_ARTIFACT].digest))
+
+
+@main.group("artifacts", cls=_Group)
+def artifacts_group() -> None:
+    """List and download a run's files (outputs/, logs/, runyard_logs/)."""
+
+
+@artifacts_group.command("ls")
+@click.argument("run_id")
+@click.pass_context
+def artifacts_ls(ctx: click.Context, run_id: str) -> None:
+    """List a run's artifacts: size and name."""
+    from runyard.runs import get_run
+
+    ws = _open_workspace(ctx)
+    get_run(ws, run_id)
+    for a in ws.open_history().list_artifacts(run_id):
+        click.echo(f"{a.size:>12}  {a.name}")
+
+
+@artifacts_group.command("download")
+@click.argument("run_id")
+@click.argument("pattern", required=False)
+@click.option("-o", "--output", "output", default=".", type=click.Path(file_okay=False), show_default=True,
+              help="Directory to download into (names are kept: outputs/model.pt -> DIR/outputs/model.pt).")
+@click.pass_context
+def artifacts_download(ctx: click.Context, run_id: str, pattern: str | None, output: str) -> None:
+    """Download a run's artifacts (those matching the glob PATTERN) into a directory."""
+    from runyard.run import Run
+    from runyard.runs import get_run
+
+    ws = _open_workspace(ctx)
+    get_run(ws, run_id)
+    paths = Run(ws, run_id).download_files(output_directory=output, pattern=pattern)
+    if not paths:
+        raise _Failure(f"No artifact of run {run_id} matches {pattern!r}. "
+                       f"List them with: runyard artifacts ls {run_id}")
+    for p in paths:
+        click.echo(p)
 
 
 if __name__ == "__main__":  # pragma: no cover

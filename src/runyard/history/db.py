@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -82,6 +83,21 @@ def _is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def dispose_all() -> None:
+    """Close every connection this process has open, before it forks.
+
+    SQLite must not see, in a forked child, any state of a connection the
+    parent had open (its lock bookkeeping is per process): a child then
+    "holds" locks it does not have, and the parent closing its connection
+    can delete the write-ahead log under the child. So close them all first.
+    """
+    for db in list(_LIVE):
+        db.dispose()
+
+
 class Database:
     """One history database. The constructor only parses the location.
 
@@ -101,6 +117,7 @@ class Database:
         self._engine: Engine | None = None
         self._pid = 0
         self._inherited: list[Engine] = []
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"Database({self.display!r})"

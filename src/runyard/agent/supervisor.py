@@ -1,0 +1,309 @@
+"""The supervisor: one process per run, apart from the script.
+
+It owns the run from Preparing to its end: makes the working directory from
+the snapshot, starts the script in a process group of its own, writes its
+output to the driver log as lines, mirrors ``./logs`` and syncs ``./outputs``
+while the script runs and once more at every kind of exit, beats a heartbeat
+into the run history, and records the honest end: Completed, Failed (with the
+exit code or signal and the last lines of a traceback) or Canceled.
+
+Cancel arrives as SIGTERM or SIGINT to the supervisor, as a ``cancel`` file in
+the run's folder, or as the run's status set to Canceled by someone else: the
+script's whole process group gets SIGTERM, a grace period, then SIGKILL.
+
+If the supervisor itself dies, the script dies with it (a parent-death
+signal), its heartbeat stops, and whoever reads the run next marks it Failed
+(:func:`runyard.runs.control.reap_lost`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from runyard.agent.logstream import LineLog, tail_lines
+from runyard.history import Artifact, RunStatus
+from runyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    from runyard.agent.artifacts import ArtifactRecord
+    from runyard.store.base import ObjectStore
+
+DRIVER_LOG: Final = "driver_log.txt"
+"""The driver log's file name in the run's folder; its artifact is ``runyard_logs/driver_log.txt``."""
+DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
+WORK_DIR: Final = "work"
+"""The working directory's folder (overlay layers or copy) in the run's folder."""
+HEARTBEAT_EVERY: Final = 2.0
+LOGS_EVERY: Final = 0.1
+OUTPUTS_EVERY: Final = 1.0
+DEFAULT_GRACE: Final = 10.0
+ENV_GRACE: Final = "RUNYARD_CANCEL_GRACE"
+CANCEL_FILE: Final = "cancel"
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """In the script's process: get SIGKILL when the supervisor dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run_folder(ws: Workspace, run_id: str) -> str:
+    return os.path.join(ws.runs_dir, run_id)
+
+
+class _Cancel:
+    """Why a run is being stopped, set from a signal handler or a poll."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        if not self.requested:
+            self.requested = True
+            self.reason = reason
+
+
+def _traceback_tail(log_path: str, n: int = 20) -> str | None:
+    marker = "Traceback (most recent call last):"
+    lines = tail_lines(log_path, 200)
+    for i in range(len(lines) - 1, -1, -1):
+        at = lines[i].find(marker)
+        if at >= 0:  # a traceback may follow output that did not end its line
+            return "\n".join([lines[i][at:], *lines[i + 1:]][-n:])
+    return None
+
+
+def supervise(ws: Workspace, run_id: str) -> int:
+    """Run ``run_id`` to its end; return the code ``runyard run`` exits with.
+
+    The exit code is the script's, 128 + N when signal N ended it, and 130
+    when the run was canceled.
+    """
+    from runyard.agent.artifacts import LogsMirror, OutputsSync
+    from runyard.agent.workdir import materialize
+
+    history = ws.open_history()
+    run = history.get_run(run_id)
+    folder = run_folder(ws, run_id)
+    os.makedirs(folder, exist_ok=True)
+    log_path = os.path.join(folder, DRIVER_LOG)
+    host = os.uname().nodename
+    with open(os.path.join(folder, "supervisor.json"), "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid(), "host": host, "started": time.time()}, fh)
+
+    cancel = _Cancel()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        cancel.request(f"canceled ({signal.Signals(signum).name} to the supervisor)")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    history.set_status(run_id, RunStatus.PREPARING, supervisor_pid=os.getpid(), host=host)
+    store = ws.open_store()
+    try:
+        if run.snapshot_id is None:
+            raise RuntimeError("the run has no snapshot")
+        workdir = materialize(store, run.snapshot_id, os.path.join(folder, WORK_DIR))
+    except Exception as exc:  # any failure to prepare is the run's failure, recorded
+        history.set_status(run_id, RunStatus.FAILED, error=f"Preparing the working directory failed: {exc}")
+        _append(log_path, f"runyard: preparing the working directory failed: {exc}\n")
+        return 1
+
+    wd = workdir.path
+    outputs_dir = os.path.join(wd, "outputs")
+    logs_dir = os.path.join(wd, "logs")
+    os.makedirs(outputs_dir, exist_ok=True)
+    os.makedirs(logs_dir, exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "RUNYARD_RUN_ID": run_id,
+        "RUNYARD_EXPERIMENT": run.experiment,
+        "RUNYARD_WORKSPACE": ws.path,
+        "RUNYARD_SNAPSHOT_ID": run.snapshot_id,
+        "RUNYARD_OUTPUTS_DIR": outputs_dir,
+        "RUNYARD_LOGS_DIR": logs_dir,
+        "PYTHONUNBUFFERED": "1",
+    })
+    command = [sys.executable, run.script or "", *run.arguments]
+    log = LineLog(log_path)
+    outputs = OutputsSync(store, wd, prefix="outputs")
+    logs = LogsMirror(logs_dir, os.path.join(folder, "logs"))
+    try:
+        proc = subprocess.Popen(
+            command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    except OSError as exc:
+        log.feed(f"runyard: cannot start {command[0]}: {exc}\n".encode())
+        log.close()
+        history.set_status(run_id, RunStatus.FAILED, error=f"The script could not be started: {exc}")
+        workdir.cleanup()
+        return 1
+    history.set_status(run_id, RunStatus.RUNNING, started=time.time(), working_dir=wd,
+                       command_line=" ".join(command))
+
+    assert proc.stdout is not None
+    out_fd = proc.stdout.fileno()
+
+    def pump() -> None:
+        while True:
+            try:
+                chunk = os.read(out_fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            log.feed(chunk)
+
+    pumper = threading.Thread(target=pump, name="runyard-log-pump", daemon=True)
+    pumper.start()
+
+    grace = _grace()
+    killed_at: float | None = None
+    last_beat = last_out = last_logs = 0.0
+    while True:
+        code = proc.poll()
+        if code is not None:
+            break
+        now = time.monotonic()
+        if os.path.exists(os.path.join(folder, CANCEL_FILE)):
+            cancel.request("canceled (runyard cancel)")
+        if now - last_beat >= HEARTBEAT_EVERY:
+            last_beat = now
+            try:
+                if history.heartbeat(run_id) is RunStatus.CANCELED:
+                    cancel.request("canceled")
+            except Exception:  # a busy or unreachable history must not kill the run
+                pass
+        if cancel.requested:
+            if killed_at is None:
+                killed_at = now
+                _signal_group(proc.pid, signal.SIGTERM)
+            elif now - killed_at >= grace:
+                _signal_group(proc.pid, signal.SIGKILL)
+        if now - last_logs >= LOGS_EVERY:
+            last_logs = now
+            _quietly(logs.scan)
+        if now - last_out >= OUTPUTS_EVERY:
+            last_out = now
+            _quietly(lambda: history.upsert_artifacts(run_id, _as_artifacts(outputs.scan(final=False))))
+        time.sleep(0.05)
+
+    # The script has ended. Whatever it left behind in its group goes too, so
+    # that nothing holds the output pipe open.
+    _signal_group(proc.pid, signal.SIGTERM)
+    pumper.join(timeout=2.0)
+    if pumper.is_alive():
+        _signal_group(proc.pid, signal.SIGKILL)
+        pumper.join(timeout=2.0)
+    log.close()
+
+    final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
+    try:
+        ended_elsewhere = history.get_run(run_id).is_terminal  # e.g. canceled by setting the status
+        if not ended_elsewhere:
+            history.set_status(run_id, RunStatus.FINALIZING)
+    except Exception:
+        ended_elsewhere = False
+    problems: list[str] = []
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("outputs", lambda: history.upsert_artifacts(run_id, _as_artifacts(outputs.scan(final=True)))),
+        ("logs", lambda: history.upsert_artifacts(run_id, _as_artifacts(logs.finalize(store)))),
+        ("driver log", lambda: history.upsert_artifacts(run_id, [_store_file(store, log_path, DRIVER_LOG_ARTIFACT)])),
+    ]
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # recorded on the run; the other steps still run
+            problems.append(f"syncing {what} failed: {exc}")
+    workdir.cleanup()
+
+    exit_code = code if code >= 0 else None
+    sig = -code if code < 0 else None
+    error: str | None = None
+    if final is RunStatus.FAILED:
+        error = _traceback_tail(log_path) or (
+            f"The script was killed by {signal.Signals(sig).name}" if sig
+            else f"The script exited with code {exit_code}")
+    elif final is RunStatus.CANCELED:
+        error = cancel.reason or "canceled"
+    if problems:
+        error = "\n".join([*([error] if error else []), *problems])
+    if not ended_elsewhere:
+        try:
+            history.set_status(run_id, final, exit_code=exit_code, signal=sig, error=error)
+        except Exception:
+            _append(log_path, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
+    if final is RunStatus.CANCELED:
+        return 130
+    if sig:
+        return 128 + sig
+    return exit_code or 0
+
+
+def _as_artifacts(records: Iterable[ArtifactRecord]) -> list[Artifact]:
+    return [Artifact(r.name, r.size, r.digest, r.mtime_ns / 1e9 if r.mtime_ns else None) for r in records]
+
+
+def _store_file(store: ObjectStore, path: str, name: str) -> Artifact:
+    digest, size, _ = store.put_file(path)
+    return Artifact(name, size, digest, os.path.getmtime(path))
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _grace() -> float:
+    try:
+        return max(0.0, float(os.environ.get(ENV_GRACE, DEFAULT_GRACE)))
+    except ValueError:
+        return DEFAULT_GRACE
+
+
+def _quietly(step: Callable[[], Any]) -> None:
+    try:
+        step()
+    except Exception:  # a sync hiccup is retried on the next tick
+        pass
+
+
+def _append(path: str, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runyard.agent.supervisor WORKSPACE RUN_ID``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m runyard.agent.supervisor WORKSPACE RUN_ID", file=sys.stderr)
+        return 2
+    return supervise(Workspace(args[0]), args[1])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""``Experiment`` and ``ScriptRunConfig``: submitting runs as in Azure ML v1.
+
+>>> import runyard
+>>> ws = runyard.Workspace.from_config()                       # doctest: +SKIP
+>>> config = runyard.ScriptRunConfig(source_directory="examples/quickstart",
+...                                  script="train.py", arguments=["3"])
+>>> run = runyard.Experiment(ws, "quickstart").submit(config)  # doctest: +SKIP
+>>> run.wait_for_completion(show_output=True)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runyard.run import Run
+    from runyard.workspace import Workspace
+
+
+@dataclass
+class ScriptRunConfig:
+    """What to run: a script in a source directory, its arguments, where."""
+
+    source_directory: str = "."
+    script: str | None = None
+    arguments: Sequence[Any] = ()
+    compute_target: str = "local"
+    max_bytes: int | str | None = None
+    """Snapshot size limit for this run (default: env, workspace config, 300 MiB)."""
+    max_files: int | str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Experiment:
+    """A named group of runs in a workspace."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        from runyard.history import check_experiment_name
+
+        self.workspace = workspace
+        self.name = check_experiment_name(name)
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.workspace.path!r}, {self.name!r})"
+
+    def submit(self, config: ScriptRunConfig, tags: dict[str, str] | None = None) -> Run:
+        """Snapshot the source directory and start the run; returns at once."""
+        from runyard.errors import RunError
+        from runyard.run import Run
+        from runyard.runs import RunSpec, submit
+
+        if not config.script:
+            raise RunError("ScriptRunConfig needs a script: ScriptRunConfig(source_directory=..., script='train.py').")
+        spec = RunSpec(
+            source_directory=config.source_directory,
+            script=config.script,
+            arguments=[str(a) for a in config.arguments],
+            experiment=self.name,
+            compute_target=config.compute_target,
+            max_bytes=config.max_bytes,
+            max_files=config.max_files,
+            tags={**config.tags, **(tags or {})},
+        )
+        record = submit(self.workspace, spec)
+        return Run(self.workspace, record.id)
+
+    def get_runs(self) -> list[Run]:
+        from runyard.run import Run
+
+        history = self.workspace.open_history()
+        return [Run(self.workspace, r.id) for r in history.list_runs(experiment=self.name, limit=None)]

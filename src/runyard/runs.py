@@ -1,0 +1,302 @@
+"""Run orchestration: submit a run, start its supervisor, cancel, wait, and
+find runs whose supervisor died.
+
+``submit`` records the run (NotStarted), takes the snapshot of its source
+directory, queues it (Queued) and starts its supervisor on the compute target
+(only ``local`` for now): the supervisor takes it from Preparing to its end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from runyard.errors import RunError
+from runyard.history import RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from runyard.history.store import RunHistory
+    from runyard.workspace import Workspace
+
+LOST_AFTER: Final = 15.0
+"""Seconds without a heartbeat after which a run whose supervisor is gone is lost."""
+LOST_AFTER_REMOTE: Final = 120.0
+"""The same for a supervisor on another host, whose process cannot be checked."""
+COMPUTE_TARGETS: Final = ("local",)
+
+
+@dataclass
+class RunSpec:
+    """What to run: the SDK's ScriptRunConfig and ``runyard run`` both make one."""
+
+    source_directory: str
+    script: str
+    arguments: Sequence[str] = ()
+    experiment: str = "default"
+    compute_target: str = "local"
+    max_bytes: int | str | None = None
+    max_files: int | str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    snapshot_id: str | None = None
+    """Run an existing snapshot (rerun) instead of taking one."""
+
+
+def _git_info(source: str) -> dict[str, Any]:
+    from runyard.snapshot.walk import find_git_root
+
+    if find_git_root(os.fsencode(os.path.join(source, "x"))) is None:
+        return {}
+    info: dict[str, Any] = {}
+    try:
+        out = subprocess.run(
+            ["git", "-C", source, "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )
+        if out.returncode == 0:
+            lines = out.stdout.split()
+            if len(lines) == 2:
+                info["git_commit"], info["git_branch"] = lines
+        st = subprocess.run(["git", "-C", source, "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=30)
+        if st.returncode == 0:
+            info["git_dirty"] = bool(st.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+def prepare(ws: Workspace, spec: RunSpec, history: RunHistory) -> RunRecord:
+    """Record the run and take its snapshot; the run is Queued when this returns."""
+    if spec.compute_target not in COMPUTE_TARGETS:
+        raise RunError(f"Unknown compute target '{spec.compute_target}'. Available: {', '.join(COMPUTE_TARGETS)}.")
+    source = os.path.abspath(spec.source_directory)
+    script = spec.script
+    if os.path.isabs(script):
+        rel = os.path.relpath(script, source)
+        if rel.startswith(".."):
+            raise RunError(f"The script '{script}' is not inside the source directory '{source}'. "
+                           "Pass a script inside it (relative to it), or another --source-dir.")
+        script = rel
+    script = script.replace(os.sep, "/")
+    if spec.snapshot_id is None and not os.path.isfile(os.path.join(source, script)):
+        raise RunError(f"There is no script '{script}' in the source directory '{source}'. "
+                       "Check the name, or pass --source-dir.")
+    run = history.create_run(
+        spec.experiment, status=RunStatus.NOT_STARTED, parent_run_id=spec.parent_run_id, tags=spec.tags or None,
+        source_dir=source, script=script, arguments=list(spec.arguments), compute_target=spec.compute_target,
+        python_version=sys.version.split()[0], **_git_info(source),
+    )
+    try:
+        if spec.snapshot_id is None:
+            snap = ws.snapshot(source, max_bytes=spec.max_bytes, max_files=spec.max_files)
+            snapshot_id = snap.id
+            from runyard.snapshot.engine import load_manifest
+
+            if script not in load_manifest(ws.open_store(), snapshot_id).by_path():
+                raise RunError(f"The script '{script}' is excluded from the snapshot of '{source}' by an ignore "
+                               f"rule. See why with: runyard snapshot explain {source} {script}")
+        else:
+            snapshot_id = spec.snapshot_id
+        return history.set_status(run.id, RunStatus.QUEUED, snapshot_id=snapshot_id)
+    except BaseException as exc:
+        # The snapshot failed (over a limit, unreadable files): the run is Failed
+        # with the reason, and the error still reaches the caller.
+        try:
+            history.set_status(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
+        except Exception:
+            pass
+        raise
+
+
+def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
+    """Start the run's supervisor, detached from the caller's terminal.
+
+    Returns the supervisor's pid. ``fork=True`` forks this process (fast: the
+    modules are already loaded; only for single-threaded callers such as the
+    CLI); otherwise a new interpreter runs ``python -m runyard.agent.supervisor``.
+    """
+    folder = os.path.join(ws.runs_dir, run_id)
+    os.makedirs(folder, exist_ok=True)
+    log = os.path.join(folder, "supervisor.log")
+    if not fork:
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runyard.agent.supervisor", ws.path, run_id],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, close_fds=True,
+            )
+        return proc.pid
+    from runyard.history.db import dispose_all
+
+    dispose_all()  # no SQLite connection may cross the fork
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child; covered by the run tests through its effects
+        code = 1
+        try:
+            os.close(r)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild:
+                os.write(w, str(grandchild).encode())
+                os._exit(0)
+            os.close(w)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            from runyard.agent.supervisor import supervise
+
+            code = supervise(ws, run_id)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    data = os.read(r, 32)
+    os.close(r)
+    try:
+        return int(data)
+    except ValueError:
+        raise RunError(f"The supervisor of run {run_id} did not start; see {log}.") from None
+
+
+def submit(ws: Workspace, spec: RunSpec, *, fork: bool = False) -> RunRecord:
+    """Record, snapshot and start a run; returns it (Queued or later)."""
+    history = ws.open_history()
+    run = prepare(ws, spec, history)
+    launch(ws, run.id, fork=fork)
+    return run
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """Whether a local process exists and is not a zombie (dead, not yet reaped)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def is_lost(run: RunRecord, *, now: float | None = None) -> bool:
+    """Whether an unfinished run's supervisor is gone."""
+    if run.is_terminal:
+        return False
+    age = (now or time.time()) - run.heartbeat
+    if run.host and run.host != os.uname().nodename:
+        return age > LOST_AFTER_REMOTE
+    if run.supervisor_pid is not None and _pid_alive(run.supervisor_pid):
+        return False
+    return age > LOST_AFTER
+
+
+def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
+              ws: Workspace | None = None) -> list[str]:
+    """Mark runs whose supervisor died as Failed; returns their ids.
+
+    Called by everything that reads runs, so no run stays Running forever.
+    With ``ws``, what the dead supervisor left mounted or on disk on this host
+    (its working directory) is cleaned up too.
+    """
+    candidates = runs if runs is not None else history.find_lost_runs(LOST_AFTER)
+    reaped = []
+    for run in candidates:
+        if not is_lost(run):
+            continue
+        who = f"pid {run.supervisor_pid} on {run.host}" if run.supervisor_pid else "never started"
+        try:
+            history.set_status(run.id, RunStatus.FAILED,
+                               error=f"The run was lost: its supervisor ({who}) stopped without recording an end.")
+            reaped.append(run.id)
+        except Exception:
+            continue
+        if ws is not None and (not run.host or run.host == os.uname().nodename):
+            from runyard.agent.supervisor import WORK_DIR, run_folder
+            from runyard.agent.workdir import cleanup_stale
+
+            try:
+                cleanup_stale(os.path.join(run_folder(ws, run.id), WORK_DIR))
+            except Exception:  # best effort: the status is what matters
+                pass
+    return reaped
+
+
+def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> RunRecord:
+    """A run, after marking it Failed if its supervisor is gone."""
+    history = history or ws.open_history()
+    run = history.get_run(run_id)
+    if reap_lost(history, [run], ws=ws):
+        run = history.get_run(run_id)
+    return run
+
+
+def cancel(ws: Workspace, run_id: str) -> RunRecord:
+    """Ask a run to stop: its script's process group gets SIGTERM, a grace
+    period (``RUNYARD_CANCEL_GRACE``, default 10 s), then SIGKILL."""
+    history = ws.open_history()
+    run = get_run(ws, run_id, history)
+    if run.is_terminal:
+        return run
+    folder = os.path.join(ws.runs_dir, run_id)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "cancel"), "w", encoding="utf-8") as fh:
+        fh.write(f"{time.time()}\n")
+    local = not run.host or run.host == os.uname().nodename
+    if local and run.supervisor_pid and _pid_alive(run.supervisor_pid):
+        try:
+            os.kill(run.supervisor_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        return history.get_run(run_id)
+    if run.status in (RunStatus.NOT_STARTED, RunStatus.QUEUED) or (local and not _pid_alive(run.supervisor_pid)):
+        return history.set_status(run_id, RunStatus.CANCELED, error="canceled before it started")
+    return history.get_run(run_id)
+
+
+def wait(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: float = 0.1) -> RunRecord:
+    """Block until the run has ended (or ``timeout`` seconds passed)."""
+    history = ws.open_history()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_reap = 0.0
+    while True:
+        run = history.get_run(run_id)
+        if run.is_terminal:
+            return run
+        now = time.monotonic()
+        if now - last_reap > 5.0:
+            last_reap = now
+            if reap_lost(history, [run], ws=ws):
+                return history.get_run(run_id)
+        if deadline is not None and now > deadline:
+            return run
+        time.sleep(poll)
+
+
+def exit_code_of(run: RunRecord) -> int:
+    """What ``runyard run`` exits with for an ended run."""
+    if run.status is RunStatus.COMPLETED:
+        return 0
+    if run.status is RunStatus.CANCELED:
+        return 130
+    if run.signal:
+        return 128 + run.signal
+    return run.exit_code if run.exit_code else 1

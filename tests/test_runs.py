@@ -1,0 +1,358 @@
+"""Runs end to end: real supervisor processes, real scripts, real signals.
+
+Every exit path (success, exit code, exception, kill -9, cancel, a dead
+supervisor) must end in an honest status with the outputs synced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import runyard
+from runyard import runs as runs_mod
+from runyard.history import RunStatus
+from runyard.workspace import Workspace
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def write(src: Path, name: str, code: str) -> None:
+    (src / name).parent.mkdir(parents=True, exist_ok=True)
+    (src / name).write_text(textwrap.dedent(code))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "data.txt").write_text("original\n")
+    return d
+
+
+def submit(ws: Workspace, src: Path, script: str, *args: str, experiment: str = "t") -> runyard.Run:
+    cfg = runyard.ScriptRunConfig(source_directory=str(src), script=script, arguments=list(args))
+    return runyard.Experiment(ws, experiment).submit(cfg)
+
+
+def cli(ws: Workspace, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runyard.cli", "--workspace", ws.path, *args],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=cwd)
+
+
+def test_a_run_completes_with_metrics_outputs_logs_and_env(workspace: Workspace, src: Path) -> None:
+    write(src, "train.py", """
+        import os, sys
+        import runyard
+        run = runyard.Run.get_context()
+        for step in range(3):
+            run.log("loss", 1.0 / (step + 1), step=step)
+        run.log_list("acc", [0.5, 0.7])
+        run.log_row("table", epoch=1, score=0.9)
+        run.tag("kind", "test")
+        run.add_properties({"owner": "me"})
+        os.makedirs("outputs", exist_ok=True)
+        with open("outputs/model.txt", "w") as f:
+            f.write("weights")
+        with open("logs/extra.log", "w") as f:
+            f.write("hello log\\n")
+        print("out 1", flush=True)
+        print("err 2", file=sys.stderr, flush=True)
+        print("out 3", flush=True)
+        for k in ("RUNYARD_RUN_ID", "RUNYARD_EXPERIMENT", "RUNYARD_WORKSPACE", "RUNYARD_SNAPSHOT_ID",
+                  "RUNYARD_OUTPUTS_DIR", "RUNYARD_LOGS_DIR"):
+            print(k, "=", os.environ[k])
+        print("args", sys.argv[1:])
+        print("cwd", os.getcwd())
+    """)
+    run = submit(workspace, src, "train.py", "--lr", "0.1", "two words")
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed" and details["exitCode"] == 0
+    metrics = run.get_metrics()
+    assert metrics["loss"] == [1.0, 0.5, pytest.approx(1 / 3)]
+    assert metrics["acc"] == [0.5, 0.7]
+    assert metrics["table"] == {"epoch": 1, "score": 0.9}
+    assert run.get_tags() == {"kind": "test"} and run.get_properties() == {"owner": "me"}
+    names = run.get_file_names()
+    assert "outputs/model.txt" in names and "logs/extra.log" in names and "runyard_logs/driver_log.txt" in names
+    log = workspace.open_store().get_bytes(
+        {a.name: a for a in run.history.list_artifacts(run.id)}["runyard_logs/driver_log.txt"].digest).decode()
+    assert log.index("out 1") < log.index("err 2") < log.index("out 3")
+    assert f"RUNYARD_RUN_ID = {run.id}" in log and "RUNYARD_EXPERIMENT = t" in log
+    assert "args ['--lr', '0.1', 'two words']" in log
+    cwd = log.split("cwd ")[1].split("\n")[0]
+    assert not cwd.startswith(str(src)) and not os.path.exists(cwd)  # outside the source; gone after the run
+    out = tmp = Path(run.download_file("outputs/model.txt", str(src.parent / "model.txt")))
+    assert out.read_text() == "weights" and tmp.parent == src.parent
+
+
+def test_isolation_nothing_reaches_the_source_the_store_or_the_next_run(workspace: Workspace, src: Path) -> None:
+    write(src, "mutate.py", """
+        import os
+        print("saw", open("data.txt").read().strip())
+        with open("data.txt", "a") as f:
+            f.write("changed by the run\\n")
+        os.chmod("mutate.py", 0o600)
+        open("new_file.txt", "w").write("x")
+        os.remove("data.txt") if os.environ.get("DELETE") else None
+    """)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    store_root = Path(workspace.path) / "store" / "blobs"
+
+    def blobs() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in store_root.rglob("*") if p.is_file()}
+
+    first = submit(workspace, src, "mutate.py")
+    first.wait_for_completion()
+    snapshot_blobs = blobs()
+    second = submit(workspace, src, "mutate.py")
+    second.wait_for_completion()
+    for run in (first, second):
+        assert "saw original" in _driver_log(workspace, run.id)
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    after = blobs()
+    assert {k: v for k, v in after.items() if k in snapshot_blobs} == snapshot_blobs
+
+
+def _driver_log(ws: Workspace, run_id: str) -> str:
+    from runyard.agent.supervisor import DRIVER_LOG, run_folder
+
+    return Path(run_folder(ws, run_id), DRIVER_LOG).read_text()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "exit_code", "sig", "error"),
+    [
+        ("raise SystemExit(3)", "Failed", 3, None, "exited with code 3"),
+        ("raise ValueError('bad value')", "Failed", 1, None, "ValueError: bad value"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "Failed", None, 9, "SIGKILL"),
+        ("os._exit(0)", "Completed", 0, None, None),
+    ],
+    ids=["exit-3", "exception", "kill-9", "os-exit-0"],
+)
+def test_every_exit_keeps_outputs_and_the_last_line(workspace: Workspace, src: Path, code: str, status: str,
+                                                    exit_code: int | None, sig: int | None, error: str | None) -> None:
+    write(src, "end.py", f"""
+        import os, signal, sys
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/partial.txt", "w").write("saved before the end")
+        sys.stdout.write("last words without a newline")
+        sys.stdout.flush()
+        {code}
+    """)
+    run = submit(workspace, src, "end.py")
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == status
+    assert details["exitCode"] == exit_code and details["signal"] == sig
+    if error:
+        assert error in details["error"]
+    assert "outputs/partial.txt" in run.get_file_names()
+    log = _driver_log(workspace, run.id)
+    assert "last words without a newline" in log
+    if status == "Completed" or sig:
+        assert log.rstrip("\n").endswith("last words without a newline")
+    if status == "Failed":
+        with pytest.raises(runyard.RunError, match="failed"):
+            run.wait_for_completion()
+
+
+def test_cancel_sends_sigterm_then_the_status_is_canceled(workspace: Workspace, src: Path) -> None:
+    write(src, "slow.py", """
+        import os, signal, sys, time
+        def bye(*_):
+            open("outputs/at_sigterm.txt", "w").write("bye")
+            print("got SIGTERM", flush=True)
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, bye)
+        os.makedirs("outputs", exist_ok=True)
+        print("started", flush=True)
+        time.sleep(60)
+    """)
+    run = submit(workspace, src, "slow.py")
+    _wait_for_log(workspace, run.id, "started")
+    run.cancel()
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Canceled"
+    assert "got SIGTERM" in _driver_log(workspace, run.id)
+    assert "outputs/at_sigterm.txt" in run.get_file_names()
+
+
+def test_cancel_kills_a_script_that_ignores_sigterm(workspace: Workspace, src: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNYARD_CANCEL_GRACE", "0.5")
+    write(src, "stubborn.py", """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("started", flush=True)
+        time.sleep(60)
+    """)
+    run = submit(workspace, src, "stubborn.py")
+    _wait_for_log(workspace, run.id, "started")
+    t = time.monotonic()
+    run.cancel()
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+    assert time.monotonic() - t < 30
+
+
+def _wait_for_log(ws: Workspace, run_id: str, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if text in _driver_log(ws, run_id):
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in the driver log of {run_id}")
+
+
+def test_a_dead_supervisor_is_found_and_the_run_marked_failed(workspace: Workspace, src: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    write(src, "forever.py", """
+        import time
+        print("started", flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "forever.py")
+    _wait_for_log(workspace, run.id, "started")
+    record = workspace.open_history().get_run(run.id)
+    assert record.status is RunStatus.RUNNING and record.supervisor_pid
+    os.kill(record.supervisor_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while runs_mod._pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
+    assert run.get_status() == "Failed"
+    assert "lost" in (run.get_details()["error"] or "")
+    from runyard.agent.workdir import mounts_below
+
+    assert mounts_below(workspace.runs_dir) == []  # the dead supervisor's overlay was cleaned up
+
+
+def test_logs_are_mirrored_while_the_script_runs(workspace: Workspace, src: Path) -> None:
+    write(src, "logger.py", """
+        import time
+        with open("logs/progress.log", "w") as f:
+            f.write("step 1\\n"); f.flush()
+            print("wrote step 1", flush=True)
+            time.sleep(60)
+    """)
+    run = submit(workspace, src, "logger.py")
+    _wait_for_log(workspace, run.id, "wrote step 1")
+    mirror = Path(workspace.runs_dir, run.id, "logs", "progress.log")
+    deadline = time.monotonic() + 10
+    while not (mirror.exists() and mirror.read_text() == "step 1\n") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mirror.read_text() == "step 1\n"
+    run.cancel()
+    run.wait_for_completion(raise_on_error=False)
+    assert "logs/progress.log" in run.get_file_names()
+
+
+def test_an_outputs_symlink_to_a_secret_uploads_nothing(workspace: Workspace, src: Path) -> None:
+    write(src, "evil.py", """
+        import os
+        os.makedirs("outputs", exist_ok=True)
+        os.symlink("/etc/shadow", "outputs/shadow")
+        os.symlink("../../../../etc/passwd", "outputs/passwd")
+        open("outputs/fine.txt", "w").write("ok")
+    """)
+    run = submit(workspace, src, "evil.py")
+    run.wait_for_completion()
+    names = run.get_file_names()
+    assert "outputs/fine.txt" in names
+    assert "outputs/shadow" not in names and "outputs/passwd" not in names
+    secret = Path("/etc/shadow")
+    if secret.exists():
+        from runyard.store.base import hash_bytes
+
+        digest = hash_bytes(secret.read_bytes())
+        assert not workspace.open_store().has(digest)
+
+
+def test_cli_run_exit_code_detach_and_the_history_commands(workspace: Workspace, src: Path,
+                                                           tmp_path: Path) -> None:
+    write(src, "job.py", """
+        import os, sys
+        import runyard
+        runyard.Run.get_context().log("score", 7)
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/result.txt", "w").write("42")
+        print("progress 10%\\rprogress 50%\\rprogress 100%")
+        print("job args", sys.argv[1:])
+        sys.exit(int(sys.argv[1]))
+    """)
+    done = cli(workspace, "run", "--source-dir", str(src), "-e", "cli", "job.py", "0", "--flag")
+    assert done.returncode == 0, done.stderr
+    assert "job args ['0', '--flag']" in done.stdout
+    failed = cli(workspace, "run", "--source-dir", str(src), "-e", "cli", "job.py", "5")
+    assert failed.returncode == 5
+    assert "Failed" in failed.stderr
+    detached = cli(workspace, "run", "--detach", "--source-dir", str(src), "-e", "cli", "job.py", "0")
+    assert detached.returncode == 0
+    run_id = detached.stdout.strip().splitlines()[-1]
+    assert runyard.Run(workspace, run_id).wait_for_completion()["status"] == "Completed"
+
+    listing = cli(workspace, "runs", "ls", "-e", "cli")
+    assert listing.stdout.count("cli_") == 3 and "Failed" in listing.stdout
+    assert cli(workspace, "runs", "ls", "--status", "Failed").stdout.count("cli_") == 1
+    shown = cli(workspace, "runs", "show", run_id)
+    assert "Completed" in shown.stdout and "score: 7.0" in shown.stdout
+    logs = cli(workspace, "logs", run_id)
+    assert "progress 100%" in logs.stdout and "progress 50%" not in logs.stdout  # \r updates collapsed
+    arts = cli(workspace, "artifacts", "ls", run_id)
+    assert "outputs/result.txt" in arts.stdout
+    out_dir = tmp_path / "dl"
+    got = cli(workspace, "artifacts", "download", run_id, "outputs/*", "-o", str(out_dir))
+    assert got.returncode == 0 and (out_dir / "outputs" / "result.txt").read_text() == "42"
+    again = cli(workspace, "rerun", run_id)
+    assert again.returncode == 0 and "job args ['0']" in again.stdout
+    restored = tmp_path / "restored"
+    assert cli(workspace, "snapshot", "restore", run_id, str(restored)).returncode == 0
+    assert (restored / "job.py").exists()
+    missing = cli(workspace, "runs", "show", "nope_1_deadbeef")
+    assert missing.returncode == 1 and "runyard runs ls" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cli_run_of_a_missing_or_ignored_script_says_what_to_do(workspace: Workspace, src: Path) -> None:
+    r = cli(workspace, "run", "--source-dir", str(src), "nope.py")
+    assert r.returncode == 1 and "no script 'nope.py'" in r.stderr and "Traceback" not in r.stderr
+    (src / ".amlignore").write_text("hidden.py\n")
+    write(src, "hidden.py", "print(1)\n")
+    r = cli(workspace, "run", "--source-dir", str(src), "hidden.py")
+    assert r.returncode == 1 and "excluded from the snapshot" in r.stderr and "snapshot explain" in r.stderr
+
+
+def test_sixteen_runs_at_once_lose_nothing(workspace: Workspace, src: Path) -> None:
+    write(src, "many.py", """
+        import os, sys
+        import runyard
+        run = runyard.Run.get_context()
+        for i in range(50):
+            run.log("i", i, step=i)
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/me.txt", "w").write(sys.argv[1])
+    """)
+    runs = [submit(workspace, src, "many.py", str(i), experiment="crowd") for i in range(16)]
+    for run in runs:
+        assert run.wait_for_completion()["status"] == "Completed"
+    for i, run in enumerate(runs):
+        assert run.get_metrics()["i"] == [float(k) for k in range(50)]
+        path = run.download_file("outputs/me.txt", str(src.parent / f"me{i}.txt"))
+        assert Path(path).read_text() == str(i)
+
+
+def test_get_context_outside_a_run_is_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    run = runyard.Run.get_context()
+    run.log("loss", 0.25)
+    assert "loss = 0.25" in capsys.readouterr().err
+    assert run.get_metrics() == {"loss": 0.25}
