@@ -329,50 +329,65 @@ def snapshot_diff(ctx: click.Context, id1: str, id2: str) -> None:
 # -- runs -----------------------------------------------------------------------
 
 
-def _follow_to_end(ws: Any, run_id: str) -> Any:
-    """Stream a run's driver log to stdout until it ends; Ctrl-C cancels it."""
+def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int) -> int:
+    """Stream a run's driver log to stdout until it ends; Ctrl-C cancels it.
+
+    Returns the exit code. The end comes from the supervisor's end file, so
+    this never has to load the run history, unless the supervisor died.
+    """
+    from runyard.history import RunStatus
     from runyard.run import LogPosition, stream_log
-    from runyard.runs import cancel, wait
+    from runyard.runs import _pid_alive, cancel, exit_code_for, exit_code_of, get_run, read_end
+
+    def ended() -> bool:
+        return read_end(ws, run_id) is not None or not _pid_alive(supervisor_pid)
 
     pos = LogPosition()
     try:
-        stream_log(ws, run_id, sys.stdout, pos)
+        stream_log(ws, run_id, sys.stdout, pos, ended=ended)
     except KeyboardInterrupt:
         click.echo(f"\nrunyard: canceling run {run_id} (Ctrl-C again to stop waiting)...", err=True)
         cancel(ws, run_id)
         try:
-            stream_log(ws, run_id, sys.stdout, pos)
+            stream_log(ws, run_id, sys.stdout, pos, ended=ended)
         except KeyboardInterrupt:
             click.echo(f"runyard: stopped waiting; run {run_id} is still being canceled.", err=True)
             raise SystemExit(130) from None
-    return wait(ws, run_id)
+    end = read_end(ws, run_id)
+    if end is None:  # the supervisor died: the history says what became of the run
+        run = get_run(ws, run_id)
+        status, code = run.status.value, exit_code_of(run)
+    else:
+        status = str(end["status"])
+        code = exit_code_for(RunStatus(status), end.get("exit_code"), end.get("signal"))
+    detail = ""
+    if status == "Failed":
+        sig = end.get("signal") if end else None
+        if sig:
+            import signal as _signal
+
+            detail = f" (killed by {_signal.Signals(sig).name})"
+        elif end and end.get("exit_code") is not None:
+            detail = f" (exit code {end['exit_code']})"
+    click.echo(f"runyard: run {run_id} {status}{detail}. See: runyard runs show {run_id}", err=True)
+    return code
 
 
 def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
     from runyard.config import format_size
-    from runyard.runs import exit_code_of, launch, prepare
+    from runyard.runs import launch, prepare, record
 
-    history = ws.open_history()
-    run = prepare(ws, spec, history)
-    rec = ws.open_store().get_snapshot_record(run.snapshot_id) or {}
-    click.echo(f"runyard: run {run.id} (snapshot {str(run.snapshot_id)[:12]}, {rec.get('files', '?')} files, "
+    request = prepare(ws, spec)
+    if detach:  # recorded now, so that the id printed can be looked up at once
+        record(ws.open_history(), request)
+    rec = ws.open_store().get_snapshot_record(request.snapshot_id) or {}
+    click.echo(f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, {rec.get('files', '?')} files, "
                f"{format_size(int(rec.get('bytes', 0)))})", err=True)
-    launch(ws, run.id, fork=True)
+    pid = launch(ws, request.run_id, fork=True)
     if detach:
-        click.echo(run.id)
+        click.echo(request.run_id)
         return
-    end = _follow_to_end(ws, run.id)
-    took = f" in {end.duration:.1f}s" if end.duration is not None else ""
-    detail = ""
-    if end.status.value == "Failed":
-        detail = f" (exit code {end.exit_code})" if end.exit_code is not None else ""
-        if end.signal:
-            import signal as _signal
-
-            detail = f" (killed by {_signal.Signals(end.signal).name})"
-    click.echo(f"runyard: run {run.id} {end.status.value}{took}{detail}. "
-               f"See: runyard runs show {run.id}", err=True)
-    raise SystemExit(exit_code_of(end))
+    raise SystemExit(_follow_to_end(ws, request.run_id, pid))
 
 
 @main.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

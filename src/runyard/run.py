@@ -12,7 +12,7 @@ import fnmatch
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runyard.errors import NotFoundError, RunError
@@ -237,26 +237,37 @@ class LogPosition:
         self.offset = 0
 
 
-def stream_log(ws: Workspace, run_id: str, out: TextIO, position: LogPosition | None = None) -> None:
-    """Copy the run's driver log to ``out`` as it grows, until the run ends."""
+def stream_log(ws: Workspace, run_id: str, out: TextIO, position: LogPosition | None = None,
+               ended: Callable[[], bool] | None = None) -> None:
+    """Copy the run's driver log to ``out`` as it grows, until the run ends
+    (``ended()`` says so; by default, the run history does)."""
     from runyard.agent.logstream import follow
     from runyard.agent.supervisor import DRIVER_LOG, run_folder
-    from runyard.runs import get_run
 
-    history = ws.open_history()
-    state = {"last": 0.0, "done": False}
+    history_check = ended is None
+    if ended is None:
+        from runyard.runs import get_run
+
+        history = ws.open_history()
+
+        def ended() -> bool:
+            return get_run(ws, run_id, history).is_terminal
+
+    check = ended
+    # Asking the history is a database read; the caller's own check is a file look-up.
+    min_interval = 0.05 if history_check else 0.0
+    state = {"last": 0.0}
 
     def done() -> bool:
         now = time.monotonic()
-        if now - state["last"] < 0.1:
+        if now - state["last"] < min_interval:
             return False
         state["last"] = now
-        state["done"] = get_run(ws, run_id, history).is_terminal
-        return bool(state["done"])
+        return check()
 
     pos = position or LogPosition()
     binary = getattr(out, "buffer", None)
-    for chunk in follow(os.path.join(run_folder(ws, run_id), DRIVER_LOG), offset=pos.offset, done=done):
+    for chunk in follow(os.path.join(run_folder(ws, run_id), DRIVER_LOG), offset=pos.offset, done=done, poll=0.01):
         pos.offset += len(chunk)
         if binary is not None:
             binary.write(chunk)

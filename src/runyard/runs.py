@@ -72,10 +72,58 @@ def _git_info(source: str) -> dict[str, Any]:
     return info
 
 
-def prepare(ws: Workspace, spec: RunSpec, history: RunHistory) -> RunRecord:
-    """Record the run and take its snapshot; the run is Queued when this returns."""
+@dataclass
+class RunRequest:
+    """A prepared run: its id, its snapshot and what to run. Kept as
+    ``request.json`` in the run's folder, where the supervisor reads it."""
+
+    run_id: str
+    experiment: str
+    snapshot_id: str
+    source_dir: str
+    script: str
+    arguments: list[str]
+    compute_target: str = "local"
+    parent_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+    python_version: str = ""
+    git: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: str) -> None:
+        import json
+        from dataclasses import asdict
+
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".request.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(asdict(self), fh, indent=1)
+        os.replace(tmp, os.path.join(folder, REQUEST_FILE))
+
+    @classmethod
+    def load(cls, folder: str) -> RunRequest:
+        import json
+
+        with open(os.path.join(folder, REQUEST_FILE), encoding="utf-8") as fh:
+            return cls(**json.load(fh))
+
+
+REQUEST_FILE: Final = "request.json"
+END_FILE: Final = "end.json"
+"""Written by the supervisor after the run's end is recorded: {"status", "exit_code", "signal"}."""
+
+
+def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
+    """Check the spec and take the snapshot; nothing is recorded yet.
+
+    A snapshot that fails (over a limit, unreadable files) raises and leaves
+    no run behind, as a failed ``snapshot create`` stores nothing.
+    """
+    from runyard.history import check_experiment_name, new_run_id
+
     if spec.compute_target not in COMPUTE_TARGETS:
         raise RunError(f"Unknown compute target '{spec.compute_target}'. Available: {', '.join(COMPUTE_TARGETS)}.")
+    check_experiment_name(spec.experiment)
     source = os.path.abspath(spec.source_directory)
     script = spec.script
     if os.path.isabs(script):
@@ -84,35 +132,45 @@ def prepare(ws: Workspace, spec: RunSpec, history: RunHistory) -> RunRecord:
             raise RunError(f"The script '{script}' is not inside the source directory '{source}'. "
                            "Pass a script inside it (relative to it), or another --source-dir.")
         script = rel
-    script = script.replace(os.sep, "/")
-    if spec.snapshot_id is None and not os.path.isfile(os.path.join(source, script)):
-        raise RunError(f"There is no script '{script}' in the source directory '{source}'. "
-                       "Check the name, or pass --source-dir.")
-    run = history.create_run(
-        spec.experiment, status=RunStatus.NOT_STARTED, parent_run_id=spec.parent_run_id, tags=spec.tags or None,
-        source_dir=source, script=script, arguments=list(spec.arguments), compute_target=spec.compute_target,
-        python_version=sys.version.split()[0], **_git_info(source),
-    )
-    try:
-        if spec.snapshot_id is None:
-            snap = ws.snapshot(source, max_bytes=spec.max_bytes, max_files=spec.max_files)
-            snapshot_id = snap.id
-            from runyard.snapshot.engine import load_manifest
+    script = os.path.normpath(script).replace(os.sep, "/")
+    if spec.snapshot_id is None:
+        if not os.path.isfile(os.path.join(source, script)):
+            raise RunError(f"There is no script '{script}' in the source directory '{source}'. "
+                           "Check the name, or pass --source-dir.")
+        from runyard.snapshot.explain import explain
 
-            if script not in load_manifest(ws.open_store(), snapshot_id).by_path():
-                raise RunError(f"The script '{script}' is excluded from the snapshot of '{source}' by an ignore "
-                               f"rule. See why with: runyard snapshot explain {source} {script}")
-        else:
-            snapshot_id = spec.snapshot_id
-        return history.set_status(run.id, RunStatus.QUEUED, snapshot_id=snapshot_id)
-    except BaseException as exc:
-        # The snapshot failed (over a limit, unreadable files): the run is Failed
-        # with the reason, and the error still reaches the caller.
-        try:
-            history.set_status(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
-        except Exception:
-            pass
-        raise
+        verdict = explain(source, [script], exclude_dirs=(ws.path,))[0]
+        if not verdict.included:
+            raise RunError(f"The script '{script}' is excluded from the snapshot of '{source}': {verdict.reason}. "
+                           f"See: runyard snapshot explain {source} {script}")
+        snapshot_id = ws.snapshot(source, max_bytes=spec.max_bytes, max_files=spec.max_files).id
+    else:
+        snapshot_id = spec.snapshot_id
+    now = time.time()
+    request = RunRequest(
+        run_id=new_run_id(spec.experiment, now=now), experiment=spec.experiment, snapshot_id=snapshot_id,
+        source_dir=source, script=script, arguments=[str(a) for a in spec.arguments],
+        compute_target=spec.compute_target, parent_run_id=spec.parent_run_id, tags=dict(spec.tags), created=now,
+        python_version=sys.version.split()[0], git=_git_info(source),
+    )
+    request.save(os.path.join(ws.runs_dir, request.run_id))
+    return request
+
+
+def record(history: RunHistory, request: RunRequest) -> RunRecord:
+    """The run's record, made (Queued) if it is not there yet."""
+    from runyard.errors import NotFoundError
+
+    try:
+        return history.get_run(request.run_id)
+    except NotFoundError:
+        pass
+    return history.create_run(
+        request.experiment, run_id=request.run_id, status=RunStatus.QUEUED, created=request.created,
+        parent_run_id=request.parent_run_id, tags=request.tags or None, snapshot_id=request.snapshot_id,
+        source_dir=request.source_dir, script=request.script, arguments=request.arguments,
+        compute_target=request.compute_target, python_version=request.python_version, **request.git,
+    )
 
 
 def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
@@ -132,9 +190,9 @@ def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, close_fds=True,
             )
         return proc.pid
-    from runyard.history.db import dispose_all
-
-    dispose_all()  # no SQLite connection may cross the fork
+    db_module = sys.modules.get("runyard.history.db")
+    if db_module is not None:  # (not imported: nothing is open, and importing it costs)
+        db_module.dispose_all()  # no SQLite connection may cross the fork
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child; covered by the run tests through its effects
@@ -171,11 +229,11 @@ def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
         raise RunError(f"The supervisor of run {run_id} did not start; see {log}.") from None
 
 
-def submit(ws: Workspace, spec: RunSpec, *, fork: bool = False) -> RunRecord:
-    """Record, snapshot and start a run; returns it (Queued or later)."""
-    history = ws.open_history()
-    run = prepare(ws, spec, history)
-    launch(ws, run.id, fork=fork)
+def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
+    """Snapshot, record and start a run; returns it (Queued or later)."""
+    request = prepare(ws, spec)
+    run = record(ws.open_history(), request)
+    launch(ws, run.id)
     return run
 
 
@@ -291,12 +349,29 @@ def wait(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: floa
         time.sleep(poll)
 
 
+def exit_code_for(status: RunStatus, exit_code: int | None, sig: int | None) -> int:
+    """What ``runyard run`` exits with: the script's code, 128+N for signal N, 130 if canceled."""
+    if status is RunStatus.COMPLETED:
+        return 0
+    if status is RunStatus.CANCELED:
+        return 130
+    if sig:
+        return 128 + sig
+    return exit_code if exit_code else 1
+
+
 def exit_code_of(run: RunRecord) -> int:
     """What ``runyard run`` exits with for an ended run."""
-    if run.status is RunStatus.COMPLETED:
-        return 0
-    if run.status is RunStatus.CANCELED:
-        return 130
-    if run.signal:
-        return 128 + run.signal
-    return run.exit_code if run.exit_code else 1
+    return exit_code_for(run.status, run.exit_code, run.signal)
+
+
+def read_end(ws: Workspace, run_id: str) -> dict[str, Any] | None:
+    """The run's end as its supervisor wrote it (after recording it), or None."""
+    import json
+
+    try:
+        with open(os.path.join(ws.runs_dir, run_id, END_FILE), encoding="utf-8") as fh:
+            end = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return end if isinstance(end, dict) else None

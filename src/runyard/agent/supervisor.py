@@ -5,7 +5,13 @@ the snapshot, starts the script in a process group of its own, writes its
 output to the driver log as lines, mirrors ``./logs`` and syncs ``./outputs``
 while the script runs and once more at every kind of exit, beats a heartbeat
 into the run history, and records the honest end: Completed, Failed (with the
-exit code or signal and the last lines of a traceback) or Canceled.
+exit code or signal and the last lines of a traceback) or Canceled. Only
+then does it write ``end.json`` in the run's folder, which ``runyard run``
+waits for.
+
+The run history (SQLAlchemy, the slowest import there is here) is opened in
+a background thread while the working directory is made and the script
+starts, so a short script does not wait for it.
 
 Cancel arrives as SIGTERM or SIGINT to the supervisor, as a ``cancel`` file in
 the run's folder, or as the run's status set to Canceled by someone else: the
@@ -13,7 +19,7 @@ script's whole process group gets SIGTERM, a grace period, then SIGKILL.
 
 If the supervisor itself dies, the script dies with it (a parent-death
 signal), its heartbeat stops, and whoever reads the run next marks it Failed
-(:func:`runyard.runs.control.reap_lost`).
+(:func:`runyard.runs.reap_lost`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from runyard.workspace import Workspace
 
 if TYPE_CHECKING:
     from runyard.agent.artifacts import ArtifactRecord
+    from runyard.history.store import RunHistory
+    from runyard.runs import RunRequest
     from runyard.store.base import ObjectStore
 
 DRIVER_LOG: Final = "driver_log.txt"
@@ -46,20 +54,24 @@ WORK_DIR: Final = "work"
 HEARTBEAT_EVERY: Final = 2.0
 LOGS_EVERY: Final = 0.1
 OUTPUTS_EVERY: Final = 1.0
+TICK: Final = 0.02
 DEFAULT_GRACE: Final = 10.0
 ENV_GRACE: Final = "RUNYARD_CANCEL_GRACE"
 CANCEL_FILE: Final = "cancel"
 
+# Resolved now, not in the child between fork and exec, where nothing may be
+# imported or looked up.
+try:
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _PRCTL = None
 _PR_SET_PDEATHSIG: Final = 1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """In the script's process: get SIGKILL when the supervisor dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
 
 
 def run_folder(ws: Workspace, run_id: str) -> str:
@@ -77,6 +89,35 @@ class _Cancel:
         if not self.requested:
             self.requested = True
             self.reason = reason
+
+
+class _History:
+    """The run history, opened (and the run recorded) in a background thread."""
+
+    def __init__(self, ws: Workspace, request: RunRequest, host: str) -> None:
+        self._ws, self._request, self._host = ws, request, host
+        self.history: RunHistory | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, name="runyard-history", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        from runyard.runs import record
+
+        try:
+            history = self._ws.open_history()
+            record(history, self._request)
+            history.set_status(self._request.run_id, RunStatus.PREPARING, supervisor_pid=os.getpid(),
+                               host=self._host)
+            self.history = history
+        except BaseException as exc:  # reported by get()
+            self.error = exc
+
+    def get(self) -> RunHistory:
+        self._thread.join()
+        if self.history is None:
+            raise RuntimeError(f"the run history cannot be used: {self.error}") from self.error
+        return self.history
 
 
 def _traceback_tail(log_path: str, n: int = 20) -> str | None:
@@ -97,11 +138,10 @@ def supervise(ws: Workspace, run_id: str) -> int:
     """
     from runyard.agent.artifacts import LogsMirror, OutputsSync
     from runyard.agent.workdir import materialize
+    from runyard.runs import RunRequest, exit_code_for
 
-    history = ws.open_history()
-    run = history.get_run(run_id)
     folder = run_folder(ws, run_id)
-    os.makedirs(folder, exist_ok=True)
+    request = RunRequest.load(folder)
     log_path = os.path.join(folder, DRIVER_LOG)
     host = os.uname().nodename
     with open(os.path.join(folder, "supervisor.json"), "w", encoding="utf-8") as fh:
@@ -115,16 +155,25 @@ def supervise(ws: Workspace, run_id: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    history.set_status(run_id, RunStatus.PREPARING, supervisor_pid=os.getpid(), host=host)
+    background = _History(ws, request, host)
     store = ws.open_store()
-    try:
-        if run.snapshot_id is None:
-            raise RuntimeError("the run has no snapshot")
-        workdir = materialize(store, run.snapshot_id, os.path.join(folder, WORK_DIR))
-    except Exception as exc:  # any failure to prepare is the run's failure, recorded
-        history.set_status(run_id, RunStatus.FAILED, error=f"Preparing the working directory failed: {exc}")
-        _append(log_path, f"runyard: preparing the working directory failed: {exc}\n")
+    log = LineLog(log_path)
+
+    def fail_early(what: str, exc: BaseException) -> int:
+        message = f"{what}: {exc}"
+        log.feed(f"runyard: {message}\n".encode())
+        log.close()
+        try:
+            background.get().set_status(run_id, RunStatus.FAILED, error=message)
+        except Exception as inner:
+            _append(log_path, f"runyard: the failure could not be recorded: {inner}\n")
+        _write_end(folder, RunStatus.FAILED, None, None, message)
         return 1
+
+    try:
+        workdir = materialize(store, request.snapshot_id, os.path.join(folder, WORK_DIR))
+    except Exception as exc:  # any failure to prepare is the run's failure, recorded
+        return fail_early("preparing the working directory failed", exc)
 
     wd = workdir.path
     outputs_dir = os.path.join(wd, "outputs")
@@ -134,30 +183,36 @@ def supervise(ws: Workspace, run_id: str) -> int:
     env = dict(os.environ)
     env.update({
         "RUNYARD_RUN_ID": run_id,
-        "RUNYARD_EXPERIMENT": run.experiment,
+        "RUNYARD_EXPERIMENT": request.experiment,
         "RUNYARD_WORKSPACE": ws.path,
-        "RUNYARD_SNAPSHOT_ID": run.snapshot_id,
+        "RUNYARD_SNAPSHOT_ID": request.snapshot_id,
         "RUNYARD_OUTPUTS_DIR": outputs_dir,
         "RUNYARD_LOGS_DIR": logs_dir,
         "PYTHONUNBUFFERED": "1",
     })
-    command = [sys.executable, run.script or "", *run.arguments]
-    log = LineLog(log_path)
+    command = [sys.executable, request.script, *request.arguments]
     outputs = OutputsSync(store, wd, prefix="outputs")
     logs = LogsMirror(logs_dir, os.path.join(folder, "logs"))
+    started = time.time()
     try:
         proc = subprocess.Popen(
             command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
     except OSError as exc:
-        log.feed(f"runyard: cannot start {command[0]}: {exc}\n".encode())
-        log.close()
-        history.set_status(run_id, RunStatus.FAILED, error=f"The script could not be started: {exc}")
         workdir.cleanup()
-        return 1
-    history.set_status(run_id, RunStatus.RUNNING, started=time.time(), working_dir=wd,
-                       command_line=" ".join(command))
+        return fail_early(f"the script could not be started ({command[0]})", exc)
+
+    try:
+        history = background.get()
+        history.set_status(run_id, RunStatus.RUNNING, started=started, working_dir=wd,
+                           command_line=" ".join(command))
+    except Exception as exc:
+        # A run that cannot be recorded must not go on unrecorded.
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        workdir.cleanup()
+        return fail_early("the run could not be recorded", exc)
 
     assert proc.stdout is not None
     out_fd = proc.stdout.fileno()
@@ -177,7 +232,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
 
     grace = _grace()
     killed_at: float | None = None
-    last_beat = last_out = last_logs = 0.0
+    last_beat = last_out = last_logs = time.monotonic()
     while True:
         code = proc.poll()
         if code is not None:
@@ -204,7 +259,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         if now - last_out >= OUTPUTS_EVERY:
             last_out = now
             _quietly(lambda: history.upsert_artifacts(run_id, _as_artifacts(outputs.scan(final=False))))
-        time.sleep(0.05)
+        time.sleep(TICK)
 
     # The script has ended. Whatever it left behind in its group goes too, so
     # that nothing holds the output pipe open.
@@ -251,11 +306,22 @@ def supervise(ws: Workspace, run_id: str) -> int:
             history.set_status(run_id, final, exit_code=exit_code, signal=sig, error=error)
         except Exception:
             _append(log_path, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
-    if final is RunStatus.CANCELED:
-        return 130
-    if sig:
-        return 128 + sig
-    return exit_code or 0
+    else:
+        final = history.get_run(run_id).status
+    _write_end(folder, final, exit_code, sig, error)
+    return exit_code_for(final, exit_code, sig)
+
+
+def _write_end(folder: str, status: RunStatus, exit_code: int | None, sig: int | None, error: str | None) -> None:
+    from runyard.runs import END_FILE
+
+    tmp = os.path.join(folder, f".{END_FILE}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"status": status.value, "exit_code": exit_code, "signal": sig, "error": error}, fh)
+        os.replace(tmp, os.path.join(folder, END_FILE))
+    except OSError:
+        pass
 
 
 def _as_artifacts(records: Iterable[ArtifactRecord]) -> list[Artifact]:

@@ -171,8 +171,6 @@ def materialize(
     always copies. ``run_dir`` is made if needed; ``run_dir/wd`` must not
     exist yet (after a crash, call :func:`cleanup_stale` first).
     """
-    from runyard.snapshot.engine import load_manifest
-
     t0 = time.perf_counter()
     if method not in ("auto", OVERLAY, COPY):
         raise WorkdirError(f"Unknown method {method!r} for a working directory; use 'auto', 'overlay' or 'copy'.")
@@ -191,10 +189,26 @@ def materialize(
                 f"'{leftover}' already exists: a working directory was made in '{root}' before and not "
                 "removed. Call runyard.agent.workdir.cleanup_stale on that folder (or use a new one)."
             )
-    manifest = load_manifest(store, snapshot_id)
-    result = Workdir(path=wd, method=COPY, run_dir=root, snapshot_id=snapshot_id,
-                     files=len(manifest.files), _made_run_dir=made_run_dir)
+    try:
+        result = _materialize(store, snapshot_id, root, method)
+    except BaseException:
+        if made_run_dir:
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
+        raise
+    result._made_run_dir = made_run_dir
+    result.seconds = time.perf_counter() - t0
+    return result
 
+
+def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method) -> Workdir:
+    from runyard.snapshot.engine import load_manifest
+
+    wd = os.path.join(root, WD)
+    manifest = load_manifest(store, snapshot_id)
+    result = Workdir(path=wd, method=COPY, run_dir=root, snapshot_id=snapshot_id, files=len(manifest.files))
     reason = None if method == COPY else _overlay_unavailable(store, root)
     if reason is None and method != COPY:
         try:
@@ -213,7 +227,6 @@ def materialize(
         result.fallback_reason = reason
         _copy(store, snapshot_id, root, wd)
         result.copied = result.files
-    result.seconds = time.perf_counter() - t0
     return result
 
 

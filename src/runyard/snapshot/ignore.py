@@ -108,6 +108,10 @@ def iter_lines(data: bytes) -> list[tuple[int, bytes]]:
             continue
         if line[-1] == 0x0D:
             line = line[:-1]
+        # git keeps each line as a C string: a NUL byte ends the pattern.
+        nul = line.find(b"\0")
+        if nul >= 0:
+            line = line[:nul]
         line = trim_trailing_spaces(line)
         if line:
             out.append((lineno, line))
@@ -180,10 +184,11 @@ def _parse_class(p: bytes, i: int) -> tuple[bytes, int] | None:
             if k >= n:
                 return None
             if k - s - 1 < 0 or p[k - 1] != 0x3A:
-                # No ":]": the '[' is an ordinary member; go on from the ':'.
+                # No ":]": the '[' is an ordinary member and parsing goes on
+                # with the ':' (j is advanced past the '[' below).
                 members.add(0x5B)
                 prev_ch = 0x5B
-                j = s - 1
+                j = s - 2
             else:
                 cls = _POSIX_CLASSES.get(p[s : k - 1])
                 if cls is None:
@@ -199,16 +204,20 @@ def _parse_class(p: bytes, i: int) -> tuple[bytes, int] | None:
     return _byte_set_regex(chosen - {_SLASH}), j
 
 
-# Tokens of a wildmatch pattern.
-_T_FIXED = 0  # fixed-width piece (literal byte, '?', class): regex bytes
-_T_STAR = 1  # '*' (never crosses '/')
-_T_DSTAR_DIRS = 2  # '**/' at a boundary: zero or more whole directories
-_T_DSTAR_ANY = 3  # '**' at a boundary, at the end or before '\/': anything
+# Tokens of a wildmatch pattern: (kind, regex, is a literal '/').
+_T_FIXED: Final = 0  # one byte (a literal, '?', a class)
+_T_STAR: Final = 1  # '*' (never crosses '/')
+_T_DSTAR_DIRS: Final = 2  # '**/' at a boundary: zero or more whole directories
+_T_DSTAR_ANY: Final = 3  # '**' at a boundary, at the end or before '\/': anything
+_Token = tuple[int, bytes, bool]
+
+_DSTAR_GREEDY: Final = {_T_DSTAR_DIRS: b"(?:.*/)?", _T_DSTAR_ANY: b".*"}
+_DSTAR_LAZY: Final = {_T_DSTAR_DIRS: b"(?:.*?/)??", _T_DSTAR_ANY: b".*?"}
 
 
-def _tokenize(p: bytes) -> list[tuple[int, bytes, bool]] | None:
-    """Tokens as (kind, regex, is_slash); None when git would match nothing."""
-    toks: list[tuple[int, bytes, bool]] = []
+def _tokenize(p: bytes) -> list[_Token] | None:
+    """The tokens of ``p``; None when git would match nothing."""
+    toks: list[_Token] = []
     i, n = 0, len(p)
     while i < n:
         c = p[i]
@@ -231,26 +240,56 @@ def _tokenize(p: bytes) -> list[tuple[int, bytes, bool]] | None:
             j = i
             while j < n and p[j] == _STAR:
                 j += 1
+            kind = _T_STAR
+            # wildmatch looks at the raw byte before the stars, so '\/**' counts.
             if j - i >= 2 and (i == 0 or p[i - 1] == _SLASH):
-                if j == n:
-                    toks.append((_T_DSTAR_ANY, b"", False))
-                    i = j
-                    continue
-                if p[j] == _SLASH:
-                    toks.append((_T_DSTAR_DIRS, b"", False))
-                    i = j + 1
-                    continue
-                if p[j : j + 2] == b"\\/":
-                    toks.append((_T_DSTAR_ANY, b"", False))
-                    i = j
-                    continue
-            toks.append((_T_STAR, b"", False))
+                if j == n or p[j : j + 2] == b"\\/":
+                    kind = _T_DSTAR_ANY
+                elif p[j] == _SLASH:
+                    kind = _T_DSTAR_DIRS
+                    j += 1
+            if kind != _T_STAR and toks and toks[-1][0] == _T_DSTAR_DIRS:
+                # '**/**/' is '**/' and '**/**' is '**': merging them keeps
+                # runs like 'a/**/**/**/b' from backtracking polynomially.
+                toks.pop()
+            toks.append((kind, b"", False))
             i = j
         else:
             lit = bytes((c,))
             toks.append((_T_FIXED, re.escape(lit), c == _SLASH))
             i += 1
     return toks
+
+
+def _unit_regex(toks: list[_Token]) -> bytes:
+    """The regex of a run of tokens without '**' (it spans a fixed number of '/')."""
+    out: list[bytes] = []
+    n = len(toks)
+    i = 0
+    while i < n:
+        kind, rx, _ = toks[i]
+        if kind == _T_FIXED:
+            out.append(rx)
+            i += 1
+            continue
+        # A single star. When a fixed-width, slash-free chunk follows it and
+        # another single star follows that chunk, the earliest place the chunk
+        # matches is always as good as any later one (the next star takes up
+        # the difference, which holds no '/'), so commit to it with an atomic
+        # group: '*a*a*a*a*b' stays linear instead of exponential.
+        j = i + 1
+        chunk: list[bytes] = []
+        has_slash = False
+        while j < n and toks[j][0] == _T_FIXED:
+            chunk.append(toks[j][1])
+            has_slash = has_slash or toks[j][2]
+            j += 1
+        if chunk and not has_slash and j < n and toks[j][0] == _T_STAR:
+            out.append(b"(?>[^/]*?" + b"".join(chunk) + b")")
+        else:
+            out.append(b"[^/]*" + b"".join(chunk))
+        i = j
+    return b"".join(out)
 
 
 def translate(p: bytes) -> bytes | None:
@@ -266,40 +305,28 @@ def translate(p: bytes) -> bytes | None:
     toks = _tokenize(p)
     if toks is None:
         return None
-    out: list[bytes] = []
-    n = len(toks)
-    i = 0
-    while i < n:
-        kind, rx, _ = toks[i]
-        if kind == _T_FIXED:
-            out.append(rx)
-            i += 1
-            continue
-        if kind == _T_DSTAR_DIRS:
-            out.append(b"(?:.*/)?")
-            i += 1
-            continue
-        if kind == _T_DSTAR_ANY:
-            out.append(b".*")
-            i += 1
-            continue
-        # A single star. When a fixed-width, slash-free chunk follows it and
-        # another single star follows that chunk, the earliest place the chunk
-        # matches is always as good as any later one, so commit to it
-        # (an atomic group): this keeps patterns like '*a*a*a*a*b' linear
-        # instead of exponential, with the same matches.
-        j = i + 1
-        chunk: list[bytes] = []
-        has_slash = False
-        while j < n and toks[j][0] == _T_FIXED:
-            chunk.append(toks[j][1])
-            has_slash = has_slash or toks[j][2]
-            j += 1
-        if chunk and not has_slash and j < n and toks[j][0] == _T_STAR:
-            out.append(b"(?>[^/]*?" + b"".join(chunk) + b")")
+    # Split at the '**' tokens: units[0] stars[0] units[1] ... stars[-1] units[-1].
+    units: list[list[_Token]] = [[]]
+    stars: list[int] = []
+    for tok in toks:
+        if tok[0] in (_T_DSTAR_DIRS, _T_DSTAR_ANY):
+            stars.append(tok[0])
+            units.append([])
         else:
-            out.append(b"[^/]*" + b"".join(chunk))
-        i = j
+            units[-1].append(tok)
+    out = [_unit_regex(units[0])]
+    for k, kind in enumerate(stars):
+        unit = _unit_regex(units[k + 1])
+        if k + 1 < len(stars):
+            # A unit between two '**' ends with '/' (a '**' needs one before
+            # it) and spans a fixed number of '/', so where it ends grows with
+            # where it starts, and the next '**' absorbs any whole directories
+            # left over. Its earliest match is therefore as good as any later
+            # one: commit to it, so that '**/a/**/a/**/a/**/b' is not
+            # polynomial in the depth of the path.
+            out.append(b"(?>" + _DSTAR_LAZY[kind] + unit + b")")
+        else:
+            out.append(_DSTAR_GREEDY[kind] + unit)
     return b"".join(out)
 
 
@@ -323,8 +350,11 @@ def compile_pattern(line: bytes) -> tuple[bool, bool, bytes | None]:
     if not p:
         return negative, dir_only, None
     if b"/" not in p:
+        # git matches such a pattern against the last component only. The
+        # body never matches a '/' (or, for '**', matches anything), so the
+        # greedy, atomic prefix that stops at the last '/' loses nothing.
         body = translate(p)
-        return negative, dir_only, None if body is None else b"(?:.*/)?" + body
+        return negative, dir_only, None if body is None else b"(?>(?:.*/)?)" + body
     if p.startswith(b"/"):
         p = p[1:]
     prefix = _simple_length(p)
