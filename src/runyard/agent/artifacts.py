@@ -75,6 +75,7 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 SKIPPED: Final = "skipped"
 UNREADABLE: Final = "unreadable"
+NOT_MIRRORED: Final = "not-mirrored"
 
 _Key = tuple[int, int, int, int]
 """(size, mtime_ns, ctime_ns, inode) of a file."""
@@ -96,7 +97,12 @@ class ArtifactRecord:
 
 @dataclass(frozen=True, slots=True)
 class ArtifactIssue:
-    """A path that was not synced: ``kind`` is ``"skipped"`` (by rule) or ``"unreadable"``."""
+    """A path that was not synced.
+
+    ``kind`` is ``"skipped"`` (by rule: a link out, a FIFO, a bad name),
+    ``"unreadable"`` (the run's file could not be read) or ``"not-mirrored"``
+    (a log's live mirror could not be written: a problem on runyard's side).
+    """
 
     name: str
     kind: str
@@ -185,6 +191,10 @@ class _Found:
 
 class _Moved(Exception):
     """The path was replaced while it was read (or names something else now)."""
+
+
+class _MirrorFailed(Exception):
+    """A log's mirror could not be written."""
 
 
 def _fd_path(fd: int) -> str:
@@ -518,6 +528,8 @@ class LogsMirror:
             try:
                 if self._pull(f, log, start):
                     changed.append(f.name)
+            except _MirrorFailed as exc:
+                issues.append(ArtifactIssue(f.name, NOT_MIRRORED, str(exc)))
             except (OSError, _Moved) as exc:
                 issue = _read_issue(f.name, exc)
                 if issue is not None:
@@ -543,15 +555,15 @@ class LogsMirror:
                 log = known
                 flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
             log.src = f.path
-            parent = os.path.dirname(log.mirror)
-            if parent not in self._made:
-                os.makedirs(parent, exist_ok=True)
-                self._made.add(parent)
             got = 0
-            out = os.open(log.mirror, flags, 0o644)
+            out = self._open_mirror(log.mirror, flags)
             try:
                 while chunk := os.pread(fd, 1 << 20, log.copied):
-                    _write_all(out, chunk)
+                    try:
+                        _write_all(out, chunk)
+                    except OSError as exc:
+                        log.key = None
+                        raise _MirrorFailed(f"cannot write its mirror {log.mirror}: {exc.strerror}") from exc
                     self._advance(log, chunk)
                     got += len(chunk)
             finally:
@@ -564,6 +576,16 @@ class LogsMirror:
             return got > 0 or log is not known
         finally:
             os.close(fd)
+
+    def _open_mirror(self, path: str, flags: int) -> int:
+        try:
+            parent = os.path.dirname(path)
+            if parent not in self._made:
+                os.makedirs(parent, exist_ok=True)
+                self._made.add(parent)
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise _MirrorFailed(f"cannot write its mirror {path}: {exc.strerror}") from exc
 
     @staticmethod
     def _continues(fd: int, st: os.stat_result, log: _Log) -> bool:
@@ -586,29 +608,42 @@ class LogsMirror:
         """Scan once more, store every file as a blob, and return their records (sorted by name).
 
         What is stored is the file as it is now (read once more, so the record
-        is exact even if a rewrite escaped the checks); the mirror is made
-        equal to it. A file deleted from ``./logs`` is stored from its mirror.
+        is exact even if a rewrite escaped the checks), and its mirror is made
+        equal to it. A file deleted from ``./logs`` (or no longer readable) is
+        stored from its mirror. Problems are added to ``issues``; a
+        ``StoreError`` (the store cannot be written) is raised.
         """
         self.scan()
         records: list[ArtifactRecord] = []
         for name, log in sorted(self._logs.items()):
             try:
-                fd, st = _open_checked(log.src)
+                rec = self._store_source(store, name, log)
             except (OSError, _Moved):
-                fd = -1
-            if fd < 0:
-                digest, size, _ = store.put_file(log.mirror)
-                records.append(ArtifactRecord(name, size, digest, log.mtime_ns))
-                continue
-            try:
-                digest, size = _store_fd(store, fd, st.st_size, True)
-                if size != log.copied or digest != log.hasher.hexdigest():
-                    self.resent += 1
-                    self._pull(_Found(name, log.src, _key(st)), None, time.time_ns())
-            finally:
-                os.close(fd)
-            records.append(ArtifactRecord(name, size, digest, st.st_mtime_ns))
+                rec = None
+            if rec is None:
+                try:
+                    digest, size, _ = store.put_file(log.mirror)
+                except OSError as exc:
+                    self.issues.append(ArtifactIssue(name, NOT_MIRRORED, f"neither the file nor its mirror "
+                                                     f"can be read: {exc.strerror}"))
+                    continue
+                rec = ArtifactRecord(name, size, digest, log.mtime_ns)
+            records.append(rec)
         return records
+
+    def _store_source(self, store: ObjectStore, name: str, log: _Log) -> ArtifactRecord:
+        fd, st = _open_checked(log.src)
+        try:
+            digest, size = _store_fd(store, fd, st.st_size, True)
+        finally:
+            os.close(fd)
+        if size != log.copied or digest != log.hasher.hexdigest():
+            self.resent += 1
+            try:
+                self._pull(_Found(name, log.src, _key(st)), None, time.time_ns())
+            except (OSError, _Moved, _MirrorFailed):
+                pass  # the record is exact either way; the mirror is a convenience
+        return ArtifactRecord(name, size, digest, st.st_mtime_ns)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -619,6 +654,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 __all__ = [
+    "NOT_MIRRORED",
     "SKIPPED",
     "UNREADABLE",
     "ArtifactError",

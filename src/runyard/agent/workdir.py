@@ -20,7 +20,7 @@ Two methods, chosen per call (``method="auto"``):
     snapshot (linked once, copied after: two paths of a working directory are
     never one inode, so ``shutil.copy(a, b)`` or ``tar`` behave as on a
     restored tree). The fast path checks each blob's type, size and mode; it
-    does not hash contents (``restore`` and the copy path do).
+    hashes contents only with ``verify=True`` (the copy path always does).
 
 ``copy`` (anything else: not root, no overlayfs, a remote store, another filesystem)
     :func:`runyard.snapshot.engine.restore` into ``run_dir/wd``: every blob
@@ -120,9 +120,9 @@ class Workdir:
     copied: int = 0
     """Files copied: into the lower layer (overlay) or into ``path`` (copy)."""
     seconds: float = 0.0
-    _made_run_dir: bool = field(default=False, repr=False)
-    _cleaning: bool = field(default=False, repr=False)
-    _clean: bool = field(default=False, repr=False)
+    _made_run_dir: bool = field(default=False, init=False, repr=False)
+    _cleaning: bool = field(default=False, init=False, repr=False)
+    _clean: bool = field(default=False, init=False, repr=False)
 
     def cleanup(self) -> None:
         """Unmount and remove everything ``materialize`` made. Idempotent.
@@ -162,6 +162,7 @@ def materialize(
     run_dir: str | os.PathLike[str],
     *,
     method: Method = "auto",
+    verify: bool = False,
 ) -> Workdir:
     """Make snapshot ``snapshot_id`` an isolated working directory in ``run_dir/wd``.
 
@@ -170,6 +171,11 @@ def materialize(
     ``WorkdirError`` saying why when the overlay cannot be used; ``"copy"``
     always copies. ``run_dir`` is made if needed; ``run_dir/wd`` must not
     exist yet (after a crash, call :func:`cleanup_stale` first).
+
+    The copy always verifies every blob against its hash. The overlay checks
+    each blob's type and size only, unless ``verify=True``: then every blob
+    is hashed first (reading all its bytes, which the hardlinks otherwise
+    never do) and a damaged one hands over to the copy, which reports it.
     """
     t0 = time.perf_counter()
     if method not in ("auto", OVERLAY, COPY):
@@ -190,7 +196,7 @@ def materialize(
                 "removed. Call runyard.agent.workdir.cleanup_stale on that folder (or use a new one)."
             )
     try:
-        result = _materialize(store, snapshot_id, root, method)
+        result = _materialize(store, snapshot_id, root, method, verify)
     except BaseException:
         if made_run_dir:
             try:
@@ -203,7 +209,7 @@ def materialize(
     return result
 
 
-def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method) -> Workdir:
+def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method, verify: bool) -> Workdir:
     from runyard.snapshot.engine import load_manifest
 
     wd = os.path.join(root, WD)
@@ -212,7 +218,7 @@ def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method
     reason = None if method == COPY else _overlay_unavailable(store, root)
     if reason is None and method != COPY:
         try:
-            result.linked, result.copied = _build_overlay(store, manifest, root)
+            result.linked, result.copied = _build_overlay(store, manifest, root, verify)
             result.method = OVERLAY
         except _FastPathUnavailable as exc:
             cleanup_stale(root)
@@ -334,9 +340,17 @@ def _probe(root: str) -> str | None:
             parts = [os.path.join(base, p) for p in ("l", "u", "w", "m")]
             for p in parts:
                 os.makedirs(p)
+            os.mkdir(os.path.join(parts[0], "d"))
             _mount_overlay(parts[0], parts[1], parts[2], parts[3])
-            _umount(parts[3])
-            reason = None
+            try:
+                # Without redirect_dir support (no trusted xattrs on the upper
+                # filesystem) a run could not rename a folder from the snapshot.
+                os.rename(os.path.join(parts[3], "d"), os.path.join(parts[3], "d2"))
+                reason = None
+            except OSError as exc:
+                reason = f"the overlay cannot rename a folder of the snapshot here ({exc.strerror})"
+            finally:
+                _umount(parts[3])
         except (_FastPathUnavailable, WorkdirError) as exc:
             reason = str(exc)
         except OSError as exc:
@@ -350,11 +364,18 @@ def _probe(root: str) -> str | None:
         return reason
 
 
-def _build_overlay(store: ObjectStore, manifest: mf.Manifest, root: str) -> tuple[int, int]:
+def _build_overlay(store: ObjectStore, manifest: mf.Manifest, root: str, verify: bool) -> tuple[int, int]:
     """Build the lower layer and mount the overlay on ``root/wd``; returns (linked, copied)."""
     from runyard.store.base import blob_key
 
     store_root: str = store.root  # type: ignore[attr-defined]  # a LocalStore, checked by the caller
+    if verify:
+        digests = sorted({e.hash for e in manifest.entries if e.type == mf.FILE})
+        with ThreadPoolExecutor(THREADS) as pool:
+            got = list(pool.map(lambda d: _hash_file(os.path.join(store_root, blob_key(d))), digests))
+        for d, g in zip(digests, got, strict=True):
+            if g != d:
+                raise _FastPathUnavailable(f"blob {d[:12]} does not hash to its name")
     layers = os.path.join(root, LAYERS)
     lower, upper, work = (os.path.join(layers, n) for n in (LOWER, UPPER, WORK))
     wd = os.path.join(root, WD)
@@ -416,6 +437,23 @@ def _build_overlay(store: ObjectStore, manifest: mf.Manifest, root: str) -> tupl
             _copy_blob(*c)
     _mount_overlay(lower, upper, work, wd)
     return linked, len(copies)
+
+
+def _hash_file(path: str) -> str:
+    """The blake3 digest of a file, or "" when it cannot be read."""
+    from runyard.store.base import new_hasher
+
+    h = new_hasher()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
+    except OSError:
+        return ""
+    digest: str = h.hexdigest()
+    return digest
 
 
 def _copy_blob(src: str, dst: str, mode: int, size: int) -> None:
