@@ -30,6 +30,7 @@ from runyard.agent.workdir import (
     materialize,
     mounts_below,
     overlay_available,
+    prune_lower_cache,
 )
 from runyard.errors import BlobNotFoundError, CorruptBlobError
 from runyard.snapshot.engine import load_manifest, restore
@@ -584,3 +585,36 @@ def _no_mount_left(tmp_path: Path) -> Iterator[None]:
     for mp in left:
         subprocess.run(["umount", "-l", mp], check=False)
     assert left == [], f"a test left mounts behind: {left}"
+
+
+# -- the shared lower layer ------------------------------------------------------
+
+
+def test_a_shared_lower_layer_is_built_once_and_stays_isolated(snap: Snap, tmp_path: Path) -> None:
+    if not overlay_available(tmp_path):
+        pytest.skip("overlayfs is not available here")
+    cache = tmp_path / "lower-cache"
+    first = materialize(snap.store, snap.id, tmp_path / "run-a", lower_cache=cache)
+    second = materialize(snap.store, snap.id, tmp_path / "run-b", lower_cache=cache)
+    try:
+        assert first.method == second.method == OVERLAY
+        assert first.linked + first.copied > 0 and second.linked == second.copied == 0  # reused, not rebuilt
+        assert tree_state(first.path) == tree_state(second.path) == snap.expected
+        before_store = store_state(snap.store)
+        layer = tree_state(cache / snap.id)
+        for name in ("train.py", "new.txt"):
+            with open(os.path.join(first.path, name), "a") as fh:
+                fh.write("changed in run a\n")
+        assert tree_state(second.path) == snap.expected  # run b sees nothing of run a
+        assert tree_state(cache / snap.id) == layer and store_state(snap.store) == before_store
+        assert prune_lower_cache(cache, keep=0) == []  # in use: kept
+    finally:
+        first.cleanup()
+        second.cleanup()
+    assert prune_lower_cache(cache, keep=0) == [snap.id]
+    assert not (cache / snap.id).exists()
+    third = materialize(snap.store, snap.id, tmp_path / "run-c", lower_cache=cache)  # rebuilt after pruning
+    try:
+        assert tree_state(third.path) == snap.expected
+    finally:
+        third.cleanup()

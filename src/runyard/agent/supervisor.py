@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 DRIVER_LOG: Final = "driver_log.txt"
 """The driver log's file name in the run's folder; its artifact is ``runyard_logs/driver_log.txt``."""
 DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
+LOWER_CACHE: Final = "lower"
+"""Shared, per-snapshot overlay lower layers, in the workspace's cache folder."""
 WORK_DIR: Final = "work"
 """The working directory's folder (overlay layers or copy) in the run's folder."""
 HEARTBEAT_EVERY: Final = 2.0
@@ -137,7 +139,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
     when the run was canceled.
     """
     from runyard.agent.artifacts import LogsMirror, OutputsSync
-    from runyard.agent.workdir import materialize
+    from runyard.agent.workdir import materialize, prune_lower_cache
     from runyard.runs import RunRequest, exit_code_for
 
     folder = run_folder(ws, run_id)
@@ -171,7 +173,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
         return 1
 
     try:
-        workdir = materialize(store, request.snapshot_id, os.path.join(folder, WORK_DIR))
+        workdir = materialize(store, request.snapshot_id, os.path.join(folder, WORK_DIR),
+                              lower_cache=os.path.join(ws.cache_dir, LOWER_CACHE))
     except Exception as exc:  # any failure to prepare is the run's failure, recorded
         return fail_early("preparing the working directory failed", exc)
 
@@ -289,6 +292,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         except Exception as exc:  # recorded on the run; the other steps still run
             problems.append(f"syncing {what} failed: {exc}")
     workdir.cleanup()
+    _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
 
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None

@@ -30,6 +30,7 @@ Layout of ``run_dir`` (a private, per-run folder)::
 
     wd/             the working directory (an overlay mount point, or a real copy)
     layers/lower/   the read-only layer: hardlinks, copies, empty dirs, symlinks
+                    (or, with ``lower_cache``, the snapshot's shared layer there)
     layers/upper/   everything the run wrote
     layers/work/    overlayfs' scratch space
 
@@ -81,6 +82,7 @@ WORK: Final = "work"
 _RESTORE_TMP: Final = f".{WD}.runyard-restore-"
 """Prefix of the temporary folder ``engine.restore`` builds next to ``wd``."""
 _PROBE: Final = ".overlay-probe-"
+_BUILDING: Final = ".building-"
 
 EXEC_MODE: Final = 0o755
 FILE_MODE: Final = 0o644
@@ -121,6 +123,8 @@ class Workdir:
     """Files copied: into the lower layer (overlay) or into ``path`` (copy)."""
     seconds: float = 0.0
     _made_run_dir: bool = field(default=False, init=False, repr=False)
+    _lock: int | None = field(default=None, init=False, repr=False)
+    """The shared lower layer's lock, held while the overlay uses it."""
     _cleaning: bool = field(default=False, init=False, repr=False)
     _clean: bool = field(default=False, init=False, repr=False)
 
@@ -137,6 +141,9 @@ class Workdir:
         self._cleaning = True
         try:
             cleanup_stale(self.run_dir)
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
             if self._made_run_dir:
                 try:
                     os.rmdir(self.run_dir)
@@ -163,6 +170,7 @@ def materialize(
     *,
     method: Method = "auto",
     verify: bool = False,
+    lower_cache: str | os.PathLike[str] | None = None,
 ) -> Workdir:
     """Make snapshot ``snapshot_id`` an isolated working directory in ``run_dir/wd``.
 
@@ -176,6 +184,11 @@ def materialize(
     each blob's type and size only, unless ``verify=True``: then every blob
     is hashed first (reading all its bytes, which the hardlinks otherwise
     never do) and a damaged one hands over to the copy, which reports it.
+
+    With ``lower_cache`` (a folder on the store's filesystem), the overlay's
+    lower layer is built once per snapshot there and shared by every run of
+    that snapshot: a repeat materialization is a mount. Trim the cache with
+    :func:`prune_lower_cache`.
     """
     t0 = time.perf_counter()
     if method not in ("auto", OVERLAY, COPY):
@@ -196,7 +209,8 @@ def materialize(
                 "removed. Call runyard.agent.workdir.cleanup_stale on that folder (or use a new one)."
             )
     try:
-        result = _materialize(store, snapshot_id, root, method, verify)
+        result = _materialize(store, snapshot_id, root, method, verify,
+                              None if lower_cache is None else os.fspath(lower_cache))
     except BaseException:
         if made_run_dir:
             try:
@@ -209,7 +223,8 @@ def materialize(
     return result
 
 
-def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method, verify: bool) -> Workdir:
+def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method, verify: bool,
+                 lower_cache: str | None) -> Workdir:
     from runyard.snapshot.engine import load_manifest
 
     wd = os.path.join(root, WD)
@@ -218,7 +233,8 @@ def _materialize(store: ObjectStore, snapshot_id: str, root: str, method: Method
     reason = None if method == COPY else _overlay_unavailable(store, root)
     if reason is None and method != COPY:
         try:
-            result.linked, result.copied = _build_overlay(store, manifest, root, verify)
+            result.linked, result.copied, result._lock = _build_overlay(
+                store, manifest, snapshot_id, root, verify, lower_cache)
             result.method = OVERLAY
         except _FastPathUnavailable as exc:
             cleanup_stale(root)
@@ -364,8 +380,10 @@ def _probe(root: str) -> str | None:
         return reason
 
 
-def _build_overlay(store: ObjectStore, manifest: mf.Manifest, root: str, verify: bool) -> tuple[int, int]:
-    """Build the lower layer and mount the overlay on ``root/wd``; returns (linked, copied)."""
+def _build_overlay(store: ObjectStore, manifest: mf.Manifest, snapshot_id: str, root: str, verify: bool,
+                   shared: str | None) -> tuple[int, int, int | None]:
+    """Build (or reuse) the lower layer and mount the overlay on ``root/wd``;
+    returns (linked, copied, the shared layer's lock fd or None)."""
     from runyard.store.base import blob_key
 
     store_root: str = store.root  # type: ignore[attr-defined]  # a LocalStore, checked by the caller
@@ -377,12 +395,107 @@ def _build_overlay(store: ObjectStore, manifest: mf.Manifest, root: str, verify:
             if g != d:
                 raise _FastPathUnavailable(f"blob {d[:12]} does not hash to its name")
     layers = os.path.join(root, LAYERS)
-    lower, upper, work = (os.path.join(layers, n) for n in (LOWER, UPPER, WORK))
+    upper, work = (os.path.join(layers, n) for n in (UPPER, WORK))
     wd = os.path.join(root, WD)
     os.mkdir(layers, 0o700)  # nobody but root reaches the links into the store
-    for d in (lower, upper, work, wd):
+    for d in (upper, work, wd):
         os.mkdir(d, DIR_MODE)
         os.chmod(d, DIR_MODE)
+    if shared is None:
+        lower = os.path.join(layers, LOWER)
+        os.mkdir(lower, DIR_MODE)
+        os.chmod(lower, DIR_MODE)
+        linked, copied = _build_lower(store_root, manifest, lower, root)
+        lock = None
+    else:
+        lower, lock, linked, copied = _shared_lower(store_root, manifest, snapshot_id, shared, root)
+    try:
+        _mount_overlay(lower, upper, work, wd)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+    return linked, copied, lock
+
+
+def _shared_lower(store_root: str, manifest: mf.Manifest, snapshot_id: str, cache: str,
+                  root: str) -> tuple[str, int, int, int]:
+    """The snapshot's lower layer in the shared cache, built once for all runs.
+
+    Returns (lower, lock fd, linked, copied). The caller holds a shared lock
+    on ``<id>.lock`` for as long as its overlay uses the layer, so
+    :func:`prune_lower_cache` never removes a layer in use. A layer is built
+    in a temporary folder and renamed into place, so a half-built one is never
+    seen; two runs building the same one at once keep the first.
+    """
+    import fcntl
+
+    os.makedirs(cache, 0o700, exist_ok=True)
+    lock = os.open(os.path.join(cache, f"{snapshot_id}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        final = os.path.join(cache, snapshot_id)
+        if os.path.isdir(final):
+            os.utime(final)  # most recently used: kept longest by prune_lower_cache
+            return final, lock, 0, 0
+        tmp = os.path.join(cache, f"{_BUILDING}{snapshot_id[:16]}-{os.getpid()}-{threading.get_ident()}")
+        os.mkdir(tmp, DIR_MODE)
+        os.chmod(tmp, DIR_MODE)
+        try:
+            linked, copied = _build_lower(store_root, manifest, tmp, root)
+            os.rename(tmp, final)
+        except OSError as exc:
+            _remove_tree(tmp)
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not os.path.isdir(final):
+                raise
+            return final, lock, 0, 0  # built by another run meanwhile
+        except BaseException:
+            _remove_tree(tmp)
+            raise
+        return final, lock, linked, copied
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+def prune_lower_cache(cache: str | os.PathLike[str], keep: int = 8) -> list[str]:
+    """Remove all but the ``keep`` most recently used shared lower layers that
+    no mounted working directory uses; returns what was removed."""
+    import fcntl
+
+    root = os.fspath(cache)
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    layers = [n for n in names if len(n) == 64 and os.path.isdir(os.path.join(root, n))]
+    layers.sort(key=lambda n: os.path.getmtime(os.path.join(root, n)), reverse=True)
+    removed = []
+    for name in layers[keep:]:
+        lock = os.open(os.path.join(root, f"{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            continue  # in use by a running working directory
+        try:
+            _remove_tree(os.path.join(root, name))
+            removed.append(name)
+        finally:
+            os.close(lock)  # the lock file stays: unlinking it could let two runs lock different files
+    stale = time.time() - 3600
+    for name in names:
+        path = os.path.join(root, name)
+        if name.startswith(_BUILDING) and os.path.getmtime(path) < stale:
+            _remove_tree(path)  # left by a build that crashed
+            removed.append(name)
+    return removed
+
+
+def _build_lower(store_root: str, manifest: mf.Manifest, lower: str, root: str) -> tuple[int, int]:
+    """Fill ``lower`` with the snapshot's tree: hardlinks to blobs where the
+    mode allows, copies otherwise; returns (linked, copied)."""
+    from runyard.store.base import blob_key
 
     # Directories, parents before children (a prefix sorts first).
     dirs: set[str] = set()
@@ -435,7 +548,6 @@ def _build_overlay(store: ObjectStore, manifest: mf.Manifest, root: str, verify:
     else:
         for c in copies:
             _copy_blob(*c)
-    _mount_overlay(lower, upper, work, wd)
     return linked, len(copies)
 
 
