@@ -375,19 +375,24 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int) -> int:
 
 def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
     from runyard.config import format_size
-    from runyard.runs import launch, prepare, record
+    from runyard.runs import Prefork, launch, prepare, record
 
-    request = prepare(ws, spec)
-    if detach:  # recorded now, so that the id printed can be looked up at once
-        record(ws.open_history(), request)
+    if detach:
+        request = prepare(ws, spec)
+        record(ws.open_history(), request)  # recorded now, so that the id printed can be looked up at once
+        launch(ws, request.run_id, fork=True)
+        click.echo(request.run_id)
+        return
+    supervisor = Prefork(ws)  # warms up while the snapshot is taken
+    try:
+        request = prepare(ws, spec)
+    except BaseException:
+        supervisor.abandon()
+        raise
     rec = ws.open_store().get_snapshot_record(request.snapshot_id) or {}
     click.echo(f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, {rec.get('files', '?')} files, "
                f"{format_size(int(rec.get('bytes', 0)))})", err=True)
-    pid = launch(ws, request.run_id, fork=True)
-    if detach:
-        click.echo(request.run_id)
-        return
-    raise SystemExit(_follow_to_end(ws, request.run_id, pid))
+    raise SystemExit(_follow_to_end(ws, request.run_id, supervisor.start(request.run_id)))
 
 
 @main.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

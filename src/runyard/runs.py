@@ -180,53 +180,106 @@ def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
     modules are already loaded; only for single-threaded callers such as the
     CLI); otherwise a new interpreter runs ``python -m runyard.agent.supervisor``.
     """
+    if fork:
+        return Prefork(ws).start(run_id)
     folder = os.path.join(ws.runs_dir, run_id)
     os.makedirs(folder, exist_ok=True)
-    log = os.path.join(folder, "supervisor.log")
-    if not fork:
-        with open(log, "ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "runyard.agent.supervisor", ws.path, run_id],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, close_fds=True,
-            )
-        return proc.pid
-    db_module = sys.modules.get("runyard.history.db")
-    if db_module is not None:  # (not imported: nothing is open, and importing it costs)
-        db_module.dispose_all()  # no SQLite connection may cross the fork
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child; covered by the run tests through its effects
-        code = 1
+    with open(os.path.join(folder, SUPERVISOR_LOG), "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runyard.agent.supervisor", ws.path, run_id],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, close_fds=True,
+        )
+    return proc.pid
+
+
+SUPERVISOR_LOG: Final = "supervisor.log"
+
+
+class Prefork:
+    """A supervisor forked before its run exists, warming up meanwhile.
+
+    ``runyard run`` forks it first thing, then takes the snapshot: the
+    supervisor loads the run history (SQLAlchemy: the slowest import there is)
+    while the snapshot is taken, then waits for ``start(run_id)``. Closing
+    without starting (``abandon()``, or this process exiting) makes it exit.
+    Only for single-threaded callers (it forks).
+    """
+
+    def __init__(self, ws: Workspace) -> None:
+        db_module = sys.modules.get("runyard.history.db")
+        if db_module is not None:  # (not imported: nothing is open, and importing it costs)
+            db_module.dispose_all()  # no SQLite connection may cross the fork
+        id_r, self._id_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - child; covered by the run tests through its effects
+            os.close(self._id_w)
+            os.close(pid_r)
+            _supervisor_process(ws, id_r, pid_w)
+        os.close(id_r)
+        os.close(pid_w)
+        os.waitpid(child, 0)
+        data = os.read(pid_r, 32)
+        os.close(pid_r)
         try:
-            os.close(r)
-            os.setsid()
-            grandchild = os.fork()
-            if grandchild:
-                os.write(w, str(grandchild).encode())
-                os._exit(0)
-            os.close(w)
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            from runyard.agent.supervisor import supervise
+            self.pid = int(data)
+        except ValueError:
+            os.close(self._id_w)
+            raise RunError("The run's supervisor could not be started (fork failed).") from None
 
-            code = supervise(ws, run_id)
-        except BaseException:
-            import traceback
+    def start(self, run_id: str) -> int:
+        """Hand the run to the supervisor; returns its pid."""
+        os.write(self._id_w, run_id.encode())
+        os.close(self._id_w)
+        return self.pid
 
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(w)
-    os.waitpid(pid, 0)
-    data = os.read(r, 32)
-    os.close(r)
+    def abandon(self) -> None:
+        os.close(self._id_w)
+
+
+def _supervisor_process(ws: Workspace, id_r: int, pid_w: int) -> None:  # pragma: no cover - forked child
+    """The forked side of :class:`Prefork`: never returns."""
+    code = 1
     try:
-        return int(data)
-    except ValueError:
-        raise RunError(f"The supervisor of run {run_id} did not start; see {log}.") from None
+        os.setsid()
+        grandchild = os.fork()
+        if grandchild:
+            os.write(pid_w, str(grandchild).encode())
+            os._exit(0)
+        os.close(pid_w)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        # Warm up while the caller takes the snapshot: the light modules now,
+        # the run history (SQLAlchemy) in a thread that may still be busy when
+        # the run starts (the supervisor makes the working directory meanwhile).
+        import threading
+
+        import runyard.agent.artifacts
+        import runyard.agent.workdir  # noqa: F401
+        from runyard.agent.supervisor import supervise
+
+        threading.Thread(target=lambda: __import__("runyard.history.store"), daemon=True).start()
+
+        chunks = []
+        while chunk := os.read(id_r, 256):
+            chunks.append(chunk)
+        os.close(id_r)
+        run_id = b"".join(chunks).decode()
+        if not run_id:
+            code = 0  # abandoned: the run was never made
+            return
+        log = os.open(os.path.join(ws.runs_dir, run_id, SUPERVISOR_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        code = supervise(ws, run_id)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
