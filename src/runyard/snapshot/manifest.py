@@ -29,7 +29,7 @@ LINK: Final = "link"
 DIR: Final = "dir"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is 4x slower to make, and there is one per path
 class Entry:
     path: str
     type: str
@@ -93,7 +93,13 @@ class Manifest:
 
 def build(entries: list[Entry]) -> Manifest:
     """A manifest from entries in any order."""
-    return Manifest(tuple(sorted(entries, key=lambda e: e.path.encode("utf-8"))))
+    # Code-point order of the str is the byte order of its UTF-8 (no surrogates
+    # reach a manifest), so sorting the str needs no encoding.
+    return Manifest(tuple(sorted(entries, key=_path_of)))
+
+
+def _path_of(e: Entry) -> str:
+    return e.path
 
 
 def check_path(path: str) -> str:

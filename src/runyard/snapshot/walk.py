@@ -359,11 +359,17 @@ def walk(
                 empty_dirs.append(seen[:-1].decode("utf-8"))
             except UnicodeDecodeError:
                 continue
-    empty_dirs.sort(key=str.encode)
-    files.sort(key=lambda f: f.path.encode())
+    # Code-point order of a str is the byte order of its UTF-8 (the names here
+    # decoded strictly, so no surrogates): sorting needs no encoding.
+    empty_dirs.sort()
+    files.sort(key=_path_of)
     excluded.sort(key=lambda x: x[0].encode("utf-8", "surrogateescape"))
     issues.sort(key=lambda i: i.path.encode("utf-8", "surrogateescape"))
     return result
+
+
+def _path_of(f: FileEntry) -> str:
+    return f.path
 
 
 def _special_kind(mode: int) -> str:
