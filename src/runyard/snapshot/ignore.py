@@ -125,7 +125,7 @@ def _byte_set_regex(members: frozenset[int] | set[int]) -> bytes:
     vals = sorted(members)
     parts: list[bytes] = []
     start = prev = vals[0]
-    for v in vals[1:] + [-2]:
+    for v in [*vals[1:], -2]:
         if v == prev + 1:
             prev = v
             continue
@@ -375,7 +375,7 @@ class IgnoreFile:
     the file's directory, and returns the deciding rule or None.
     """
 
-    __slots__ = ("source", "rules", "_dir_rx", "_dir_rules", "_file_rx", "_file_rules")
+    __slots__ = ("_dir_rules", "_dir_rx", "_file_rules", "_file_rx", "rules", "source")
 
     def __init__(self, source: str, data: bytes) -> None:
         self.source = source
