@@ -277,7 +277,7 @@ def test_fifos_sockets_and_devices_are_skipped(store: LocalStore, wd: Path) -> N
     expected = {"outputs/fifo": "a FIFO", "outputs/sock": "a socket"}
     if os.geteuid() == 0:
         os.mknod(out / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        expected["outputs/null"] = "a device"
+        expected["outputs/null"] = "a device file"
     os.symlink("fifo", out / "to-fifo")
     try:
         sync = OutputsSync(store, wd)

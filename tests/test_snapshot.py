@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +38,9 @@ from runyard.store import open_store
 from runyard.store.base import blob_key
 from runyard.store.local import LocalStore
 from runyard.workspace import Workspace
+from trees import EMPTY_DIR, Exe, Link, Spec, write_tree
 
 # -- building and reading trees ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Link:
-    target: str
-
-
-@dataclass(frozen=True)
-class Exe:
-    data: bytes
-
-
-EMPTY_DIR = object()
-Spec = dict[str, Any]
-
-
-def write_tree(root: Path, spec: Spec) -> Path:
-    """Make ``root`` from {path: bytes | str | Exe | Link | EMPTY_DIR}."""
-    root.mkdir(parents=True, exist_ok=True)
-    for rel, what in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if what is EMPTY_DIR:
-            p.mkdir(exist_ok=True)
-        elif isinstance(what, Link):
-            os.symlink(what.target, p)
-        elif isinstance(what, Exe):
-            p.write_bytes(what.data)
-            p.chmod(0o755)
-        else:
-            p.write_bytes(what.encode() if isinstance(what, str) else what)
-            p.chmod(0o644)
-    return root
 
 
 def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:

@@ -38,21 +38,9 @@ from runyard.store import open_store
 from runyard.store.base import ObjectStore, blob_key
 from runyard.store.local import LocalStore
 from runyard.workspace import Workspace
+from trees import EMPTY_DIR, Exe, Link, write_tree
 
 # -- trees -------------------------------------------------------------------------
-
-EMPTY_DIR = object()
-
-
-@dataclass(frozen=True)
-class Link:
-    target: str
-
-
-@dataclass(frozen=True)
-class Exe:
-    data: bytes
-
 
 TREE: dict[str, Any] = {
     "train.py": "print('train')\n",
@@ -76,24 +64,6 @@ TREE: dict[str, Any] = {
     "deep/er/empty": EMPTY_DIR,
     "odd name, with: colon.txt": "odd\n",
 }
-
-
-def write_tree(root: Path, spec: dict[str, Any]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for rel, what in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if what is EMPTY_DIR:
-            p.mkdir(exist_ok=True)
-        elif isinstance(what, Link):
-            os.symlink(what.target, p)
-        elif isinstance(what, Exe):
-            p.write_bytes(what.data)
-            p.chmod(0o755)
-        else:
-            p.write_bytes(what.encode() if isinstance(what, str) else what)
-            p.chmod(0o644)
-    return root
 
 
 def tree_state(root: str | Path) -> dict[str, tuple[Any, ...]]:

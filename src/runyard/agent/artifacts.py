@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runyard.errors import RunyardError
+from runyard.snapshot.walk import file_kind
 
 if TYPE_CHECKING:
     from runyard.store.base import ObjectStore
@@ -167,16 +168,6 @@ def _key(st: os.stat_result) -> _Key:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 # -- walking a folder without leaving the working directory --------------------------
 
 
@@ -286,7 +277,7 @@ class _Tree:
                         self._link(f"{path}/{n}", f"{name}/{n}", files, issues)
                     else:
                         mode = entry.stat(follow_symlinks=False).st_mode
-                        issues.append(ArtifactIssue(f"{name}/{n}", SKIPPED, f"it is {_kind(mode)}, not a file"))
+                        issues.append(ArtifactIssue(f"{name}/{n}", SKIPPED, f"it is {file_kind(mode)}, not a file"))
                 except FileNotFoundError:
                     continue  # deleted while listed
             for n in subdirs:
@@ -326,7 +317,7 @@ class _Tree:
             issues.append(ArtifactIssue(name, SKIPPED, f"it is a link to the folder {target!r}; "
                                         "links to folders are not followed"))
         else:
-            issues.append(ArtifactIssue(name, SKIPPED, f"it is a link to {_kind(st.st_mode)}, not a file"))
+            issues.append(ArtifactIssue(name, SKIPPED, f"it is a link to {file_kind(st.st_mode)}, not a file"))
 
 
 def _read_issue(name: str, exc: BaseException) -> ArtifactIssue | None:

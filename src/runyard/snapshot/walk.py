@@ -344,7 +344,7 @@ def walk(
                             issues.append(li)
                 else:
                     s = e.stat(follow_symlinks=False)
-                    issues.append(Issue(SPECIAL_FILE, srel, _special_kind(s.st_mode)))
+                    issues.append(Issue(SPECIAL_FILE, srel, f"{file_kind(s.st_mode)} is not snapshotted"))
                     continue
             except FileNotFoundError:
                 issues.append(Issue(VANISHED, srel, "it vanished during the walk"))
@@ -372,13 +372,14 @@ def _path_of(f: FileEntry) -> str:
     return f.path
 
 
-def _special_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file, directory or symlink is, for messages."""
     if st.S_ISFIFO(mode):
-        return "a FIFO is not snapshotted"
+        return "a FIFO"
     if st.S_ISSOCK(mode):
-        return "a socket is not snapshotted"
+        return "a socket"
     if st.S_ISCHR(mode) or st.S_ISBLK(mode):
-        return "a device file is not snapshotted"
+        return "a device file"
     return "not a regular file, directory or symlink"
 
 
