@@ -356,3 +356,29 @@ def test_get_context_outside_a_run_is_offline(capsys: pytest.CaptureFixture[str]
     run.log("loss", 0.25)
     assert "loss = 0.25" in capsys.readouterr().err
     assert run.get_metrics() == {"loss": 0.25}
+
+
+def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) -> None:
+    write(src, "wait.py", """
+        import os, signal, sys, time
+        def bye(*_):
+            open("outputs/stopped.txt", "w").write("stopped")
+            print("stopping", flush=True)
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, bye)
+        print("started", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "runyard.cli", "--workspace", workspace.path, "run",
+                             "--source-dir", str(src), "-e", "ctrlc", "wait.py"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopping" in out and "Canceled" in err
+    run_id = err.split("runyard: run ")[1].split()[0]
+    run = runyard.Run(workspace, run_id)
+    assert run.get_status() == "Canceled"
+    assert "outputs/stopped.txt" in run.get_file_names()
