@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-RUNYARD = [PY, "-m", "runyard.cli"]
+RUNYARD = [PY, "-m", "runyard"]
 
 TICKER = """
 import sys, time

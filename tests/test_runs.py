@@ -44,7 +44,8 @@ def submit(ws: Workspace, src: Path, script: str, *args: str, experiment: str = 
 
 def cli(ws: Workspace, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runyard.cli", "--workspace", ws.path, *args],
+    # ``python -m runyard`` is the installed command's entry: `run` forks its supervisor early.
+    return subprocess.run([sys.executable, "-m", "runyard", "--workspace", ws.path, *args],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
                           cwd=cwd)
 
@@ -382,3 +383,21 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
     run = runyard.Run(workspace, run_id)
     assert run.get_status() == "Canceled"
     assert "outputs/stopped.txt" in run.get_file_names()
+
+
+@pytest.mark.parametrize(
+    ("argv", "early"),
+    [
+        (["run", "train.py"], True),
+        (["--workspace", "w", "run", "--source-dir", "s", "train.py", "--detach"], True),  # a script argument
+        (["run", "--detach", "train.py"], False),
+        (["run", "--help"], False),
+        (["--help", "run"], False),
+        (["runs", "ls"], False),
+        ([], False),
+    ],
+)
+def test_only_a_foreground_run_forks_its_supervisor_early(argv: list[str], early: bool) -> None:
+    from runyard._main import _is_foreground_run
+
+    assert _is_foreground_run(argv) is early

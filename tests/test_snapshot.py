@@ -29,6 +29,7 @@ from runyard.snapshot.walk import (
     LINK_DANGLING,
     LINK_OUTSIDE,
     NOT_UTF8,
+    SOURCE_IGNORED,
     SPECIAL_FILE,
     VANISHED,
     FileEntry,
@@ -819,3 +820,31 @@ def test_walk_lists_only_names_when_asked(src: Path) -> None:
         "latest", "pkg/__init__.py", "pkg/data/table.csv", "pkg/model.py", "run.sh", "train.py",
     ]
     assert w.empty_dirs == ["deep/er/still_empty", "outputs"]
+
+
+def test_a_directory_named_like_an_ignore_file_is_skipped_as_git_does(tmp_path: Path) -> None:
+    from conftest import git_included
+
+    src = write_tree(tmp_path / "src", {
+        "sub/.amlignore/x": "x",  # a directory: it must not replace sub/.gitignore
+        "sub/.gitignore": "*.log\n",
+        "sub/keep.txt": "k",
+        "sub/drop.log": "d",
+        "top/.gitignore/y": "y",  # a directory named .gitignore: no error, no rules
+        "top/a.log": "a",
+    })
+    result = walk(src)
+    assert result.errors == []
+    assert [f.path for f in result.files] == git_included(src)
+    assert "sub/drop.log" not in [f.path for f in result.files]
+
+
+def test_a_source_below_an_excluded_directory_is_walked_and_reported(tmp_path: Path) -> None:
+    from conftest import git
+
+    repo = write_tree(tmp_path / "repo", {".gitignore": "experiments/\n", "experiments/exp1/train.py": "x"})
+    git(repo, "init", "-q", ".")
+    result = walk(repo / "experiments" / "exp1")
+    assert [f.path for f in result.files] == ["train.py"]
+    notes = [i.detail for i in result.issues if i.kind == SOURCE_IGNORED]
+    assert len(notes) == 1 and "its parent experiments/" in notes[0] and ".gitignore:1:experiments/" in notes[0]

@@ -97,7 +97,7 @@ def main(ctx: click.Context, workspace: str | None) -> None:
     """
     # RUNYARD_WORKSPACE is read by find_workspace, not by click, so that an
     # error about a bad path names where the path came from.
-    ctx.obj = {"workspace": workspace}
+    ctx.ensure_object(dict)["workspace"] = workspace
 
 
 @main.command("init")
@@ -383,7 +383,10 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
         launch(ws, request.run_id, fork=True)
         click.echo(request.run_id)
         return
-    supervisor = Prefork(ws)  # warms up while the snapshot is taken
+    # Forked by runyard._main before the arguments were parsed (or now): it
+    # loads the run history while the snapshot is taken.
+    early = click.get_current_context().find_root().obj.get("prefork")
+    supervisor = early if isinstance(early, Prefork) else Prefork()
     try:
         request = prepare(ws, spec)
     except BaseException:
@@ -392,7 +395,7 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
     rec = ws.open_store().get_snapshot_record(request.snapshot_id) or {}
     click.echo(f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, {rec.get('files', '?')} files, "
                f"{format_size(int(rec.get('bytes', 0)))})", err=True)
-    raise SystemExit(_follow_to_end(ws, request.run_id, supervisor.start(request.run_id)))
+    raise SystemExit(_follow_to_end(ws, request.run_id, supervisor.start(ws, request.run_id)))
 
 
 @main.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

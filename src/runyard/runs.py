@@ -181,7 +181,7 @@ def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
     CLI); otherwise a new interpreter runs ``python -m runyard.agent.supervisor``.
     """
     if fork:
-        return Prefork(ws).start(run_id)
+        return Prefork().start(ws, run_id)
     folder = os.path.join(ws.runs_dir, run_id)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, SUPERVISOR_LOG), "ab") as err:
@@ -198,14 +198,15 @@ SUPERVISOR_LOG: Final = "supervisor.log"
 class Prefork:
     """A supervisor forked before its run exists, warming up meanwhile.
 
-    ``runyard run`` forks it first thing, then takes the snapshot: the
-    supervisor loads the run history (SQLAlchemy: the slowest import there is)
-    while the snapshot is taken, then waits for ``start(run_id)``. Closing
+    The ``runyard`` command forks it first thing, before parsing its
+    arguments, when the command is ``run``: the supervisor loads the run
+    history (SQLAlchemy: the slowest import there is) while the command starts
+    up and takes the snapshot, then waits for ``start(ws, run_id)``. Closing
     without starting (``abandon()``, or this process exiting) makes it exit.
     Only for single-threaded callers (it forks).
     """
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self) -> None:
         db_module = sys.modules.get("runyard.history.db")
         if db_module is not None:  # (not imported: nothing is open, and importing it costs)
             db_module.dispose_all()  # no SQLite connection may cross the fork
@@ -215,7 +216,7 @@ class Prefork:
         if child == 0:  # pragma: no cover - child; covered by the run tests through its effects
             os.close(self._id_w)
             os.close(pid_r)
-            _supervisor_process(ws, id_r, pid_w)
+            _supervisor_process(id_r, pid_w)
         os.close(id_r)
         os.close(pid_w)
         os.waitpid(child, 0)
@@ -227,9 +228,9 @@ class Prefork:
             os.close(self._id_w)
             raise RunError("The run's supervisor could not be started (fork failed).") from None
 
-    def start(self, run_id: str) -> int:
+    def start(self, ws: Workspace, run_id: str) -> int:
         """Hand the run to the supervisor; returns its pid."""
-        os.write(self._id_w, run_id.encode())
+        os.write(self._id_w, os.fsencode(ws.path) + b"\0" + run_id.encode())
         os.close(self._id_w)
         return self.pid
 
@@ -237,7 +238,7 @@ class Prefork:
         os.close(self._id_w)
 
 
-def _supervisor_process(ws: Workspace, id_r: int, pid_w: int) -> None:  # pragma: no cover - forked child
+def _supervisor_process(id_r: int, pid_w: int) -> None:  # pragma: no cover - forked child
     """The forked side of :class:`Prefork`: never returns."""
     code = 1
     try:
@@ -250,25 +251,28 @@ def _supervisor_process(ws: Workspace, id_r: int, pid_w: int) -> None:  # pragma
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        # Warm up while the caller takes the snapshot: the light modules now,
-        # the run history (SQLAlchemy) in a thread that may still be busy when
-        # the run starts (the supervisor makes the working directory meanwhile).
+        # Warm up while the caller starts and takes the snapshot: the light
+        # modules now, the run history (SQLAlchemy) in a thread, which may
+        # still be busy when the run starts: the working directory is made and
+        # the script started meanwhile.
         import threading
 
         import runyard.agent.artifacts
         import runyard.agent.workdir  # noqa: F401
         from runyard.agent.supervisor import supervise
+        from runyard.workspace import Workspace
 
         threading.Thread(target=lambda: __import__("runyard.history.store"), daemon=True).start()
 
         chunks = []
-        while chunk := os.read(id_r, 256):
+        while chunk := os.read(id_r, 4096):
             chunks.append(chunk)
         os.close(id_r)
-        run_id = b"".join(chunks).decode()
-        if not run_id:
+        if not chunks:
             code = 0  # abandoned: the run was never made
             return
+        ws_path, _, raw_id = b"".join(chunks).partition(b"\0")
+        ws, run_id = Workspace(os.fsdecode(ws_path)), raw_id.decode()
         log = os.open(os.path.join(ws.runs_dir, run_id, SUPERVISOR_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                       0o644)
         os.dup2(log, 1)

@@ -18,6 +18,7 @@ from runyard.snapshot.walk import (
     Frame,
     Issue,
     decide,
+    ignore_file_modes,
     outer_frames,
     pick_ignore_file,
     read_ignore_file,
@@ -92,8 +93,7 @@ def _explain_one(
         here = dir_rel + part
         # The ignore file of the directory we are in applies to its entries.
         dir_abs = broot + b"/" + dir_rel if dir_rel else broot
-        names = {n for n in (b".amlignore", b".gitignore") if os.path.isfile(os.path.join(dir_abs, n))}
-        which = pick_ignore_file(names)
+        which = pick_ignore_file(dir_rel, ignore_file_modes(dir_abs), issues)
         if which is not None:
             rules = read_ignore_file(os.path.join(dir_abs, which), (dir_rel + which).decode("utf-8", "replace"),
                                      issues)

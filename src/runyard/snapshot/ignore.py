@@ -12,8 +12,9 @@ git's ``wildmatch(..., WM_PATHNAME)`` and ``dir.c`` give it:
 * ``*`` and ``?`` never match ``/``; ``**`` is special only between slashes or
   at either end; ``[...]`` classes work on single bytes, never match ``/``, and
   follow wildmatch's parsing quirks (``[]a]``, ``[!...]``, ``[^...]``,
-  ``[[:alpha:]]``); a malformed class or a trailing backslash makes a pattern
-  that matches nothing, as in git.
+  ``[[:alpha:]]``, ``[[:a]`` as the set of ``[``, ``:`` and ``a``); a
+  malformed class or a trailing backslash makes a pattern that matches
+  nothing, as in git.
 * git compares an anchored pattern's literal prefix separately before calling
   wildmatch on the rest, so ``**`` right after that prefix counts as being at
   the start (``foo**/bar`` matches ``foo/x/bar``); we do the same.
@@ -21,8 +22,14 @@ git's ``wildmatch(..., WM_PATHNAME)`` and ``dir.c`` give it:
 Within one file the last matching line decides; across files the deepest file
 with any matching line decides. Lines are parsed as git parses them: a UTF-8
 BOM is skipped, ``\\r\\n`` endings are accepted, blank lines and lines starting
-with ``#`` are skipped, and unescaped trailing spaces are trimmed. No line can
-make parsing fail: what git would never match, we never match.
+with ``#`` are skipped, a NUL byte ends a line's pattern, and unescaped
+trailing spaces are trimmed. No line can make parsing fail: what git would
+never match, we never match.
+
+The regexes stay fast on hostile patterns (``*a*a*a*a*b``,
+``**/a/**/a/**/a/**/b``): where backtracking could only try later matches of
+a piece that an earlier match already makes as good, an atomic group commits
+to the earliest one.
 """
 
 from __future__ import annotations

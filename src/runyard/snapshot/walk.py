@@ -130,12 +130,38 @@ def read_ignore_file(path: bytes, source: str, issues: list[Issue]) -> IgnoreFil
     return rules if rules else None
 
 
-def pick_ignore_file(names: set[bytes]) -> bytes | None:
-    if AMLIGNORE in names:
-        return AMLIGNORE
-    if GITIGNORE in names:
-        return GITIGNORE
-    return None
+IGNORE_NAMES: Final = (AMLIGNORE, GITIGNORE)
+
+
+def pick_ignore_file(dir_rel: bytes, modes: dict[bytes, int], issues: list[Issue]) -> bytes | None:
+    """The ignore file in force in a directory, given the ``lstat`` modes of
+    the ignore-file names present there: ``.amlignore``, else ``.gitignore``.
+
+    Only a regular file counts: git skips a directory of that name and does
+    not follow a symlinked one (which is reported).
+    """
+    chosen = None
+    for name in IGNORE_NAMES:
+        mode = modes.get(name)
+        if mode is None:
+            continue
+        if st.S_ISREG(mode):
+            chosen = chosen or name
+        elif st.S_ISLNK(mode):
+            issues.append(Issue(IGNORE_FILE_LINK, _fsdecode(dir_rel + name),
+                                "a symlinked ignore file is not read (as in git)"))
+    return chosen
+
+
+def ignore_file_modes(dir_abs: bytes) -> dict[bytes, int]:
+    """``lstat`` modes of the ignore-file names present in ``dir_abs``."""
+    modes = {}
+    for name in IGNORE_NAMES:
+        try:
+            modes[name] = os.lstat(os.path.join(dir_abs, name)).st_mode
+        except OSError:
+            continue
+    return modes
 
 
 def find_git_root(root: bytes) -> bytes | None:
@@ -174,14 +200,11 @@ def outer_frames(root: bytes, issues: list[Issue]) -> tuple[list[Frame], bytes]:
         if part:
             d = os.path.join(d, part)
             dir_rel = dir_rel + part + b"/"
-        try:
-            names = {n for n in (AMLIGNORE, GITIGNORE) if os.path.isfile(os.path.join(d, n))}
-        except OSError:
-            continue
-        which = pick_ignore_file(names)
+        shown = os.path.relpath(d, root) + b"/"  # as seen from the source directory: ../, ../../
+        which = pick_ignore_file(shown, ignore_file_modes(d), issues)
         if which is None:
             continue
-        display = _fsdecode(os.path.relpath(os.path.join(d, which), root))
+        display = _fsdecode(shown + which)
         rules = read_ignore_file(os.path.join(d, which), display, issues)
         if rules is not None:
             frames.append(Frame(rules, len(dir_rel)))
@@ -238,12 +261,18 @@ def walk(
     frames, top_prefix = outer_frames(broot, issues)
     plen = len(top_prefix)
     if frames:
-        rule = decide(frames, top_prefix[:-1], True)
-        if rule is not None and not rule.negative:
-            issues.append(
-                Issue(SOURCE_IGNORED, ".", f"the source directory itself is ignored by {rule.describe()}; "
-                      "its contents are snapshotted anyway")
-            )
+        # git would list nothing below an excluded directory; the source
+        # directory (and the path down to it) was chosen, so it is walked
+        # anyway, and the report says so.
+        parts = top_prefix[:-1].split(b"/")
+        for i in range(1, len(parts) + 1):
+            path = b"/".join(parts[:i])
+            rule = decide([f for f in frames if f.pos <= len(path)], path, True)
+            if rule is not None and not rule.negative:
+                what = "the source directory itself" if i == len(parts) else f"its parent {_fsdecode(path)}/"
+                issues.append(Issue(SOURCE_IGNORED, ".", f"{what} is ignored by {rule.describe()} in the "
+                                    "enclosing git work tree; its contents are snapshotted anyway"))
+                break
     frames.insert(0, Frame(default_ignore(), plen))
 
     excluded_inodes: dict[int, bytes] = {}
@@ -275,8 +304,14 @@ def walk(
             kind = VANISHED if exc.errno == 2 else UNREADABLE
             issues.append(Issue(kind, _fsdecode(dir_rel) or ".", exc.strerror or str(exc)))
             continue
-        names = {e.name for e in ents}
-        which = pick_ignore_file(names)
+        modes = {}
+        for e in ents:
+            if e.name in IGNORE_NAMES:
+                try:
+                    modes[e.name] = e.stat(follow_symlinks=False).st_mode
+                except OSError:
+                    continue
+        which = pick_ignore_file(dir_rel, modes, issues)
         if which is not None:
             src = _fsdecode(dir_rel + which)
             rules = read_ignore_file(dir_abs + b"/" + which, src, issues)

@@ -1,0 +1,5 @@
+"""``python -m runyard``: the ``runyard`` command."""
+
+from runyard._main import main
+
+main()
