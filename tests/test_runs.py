@@ -401,3 +401,17 @@ def test_only_a_foreground_run_forks_its_supervisor_early(argv: list[str], early
     from runyard._main import _is_foreground_run
 
     assert _is_foreground_run(argv) is early
+
+
+def test_a_run_records_the_git_commit_branch_and_dirty_flag(workspace: Workspace, src: Path) -> None:
+    from conftest import git
+
+    write(src, "g.py", "print('git')\n")
+    git(src, "init", "-q", "-b", "main", ".")
+    git(src, "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "g.py", "data.txt")
+    git(src, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "one")
+    head = git(src, "rev-parse", "HEAD").strip()
+    clean = submit(workspace, src, "g.py").wait_for_completion()["git"]
+    assert clean == {"commit": head, "branch": "main", "dirty": False}
+    (src / "data.txt").write_text("edited\n")
+    assert submit(workspace, src, "g.py").wait_for_completion()["git"]["dirty"] is True

@@ -1,9 +1,13 @@
 """Run orchestration: submit a run, start its supervisor, cancel, wait, and
 find runs whose supervisor died.
 
-``submit`` records the run (NotStarted), takes the snapshot of its source
-directory, queues it (Queued) and starts its supervisor on the compute target
-(only ``local`` for now): the supervisor takes it from Preparing to its end.
+``prepare`` checks what to run and takes the snapshot of its source
+directory (a snapshot over its limits leaves no run behind), and writes the
+run's request into its folder; ``record`` makes the run's record (Queued);
+``launch`` starts its supervisor on the compute target (only ``local`` for
+now), which takes it from Preparing to its end. ``submit`` does all three.
+``runyard run`` leaves the recording to the supervisor, which forked early and
+has the run history loaded by then.
 """
 
 from __future__ import annotations
