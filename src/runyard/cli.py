@@ -50,6 +50,11 @@ class _Group(click.Group):
                 result = super().invoke(ctx)
             except RunyardError as exc:
                 _fail(exc)
+        except SystemExit:  # `runyard run` exits with the script's code
+            notice = _pop_notice(ctx)
+            if notice:
+                click.echo(notice, err=True)
+            raise
         except _Failure as failure:
             notice = _pop_notice(ctx)
             if notice:
