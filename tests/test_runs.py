@@ -225,7 +225,10 @@ def test_a_dead_supervisor_is_found_and_the_run_marked_failed(workspace: Workspa
     """)
     run = submit(workspace, src, "forever.py")
     _wait_for_log(workspace, run.id, "started")
-    record = workspace.open_history().get_run(run.id)
+    history = workspace.open_history()
+    deadline = time.monotonic() + 20
+    while (record := history.get_run(run.id)).status is not RunStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)  # the script may start before the history has the run Running
     assert record.status is RunStatus.RUNNING and record.supervisor_pid
     os.kill(record.supervisor_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -415,3 +418,25 @@ def test_a_run_records_the_git_commit_branch_and_dirty_flag(workspace: Workspace
     assert clean == {"commit": head, "branch": "main", "dirty": False}
     (src / "data.txt").write_text("edited\n")
     assert submit(workspace, src, "g.py").wait_for_completion()["git"]["dirty"] is True
+
+
+def test_an_end_written_but_not_recorded_is_recorded_by_the_next_reader(workspace: Workspace, src: Path) -> None:
+    """The supervisor writes end.json, then records it; should it die between,
+    the next read records the true end from the file instead of 'lost'."""
+    from runyard.history import Artifact
+    from runyard.runs import RunEnd, RunSpec, get_run, prepare, record
+
+    write(src, "x.py", "print(1)\n")
+    request = prepare(workspace, RunSpec(source_directory=str(src), script="x.py", experiment="crash"))
+    history = workspace.open_history()
+    record(history, request)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    history.set_status(request.run_id, RunStatus.PREPARING, supervisor_pid=dead.pid, host=os.uname().nodename)
+    digest, size, _ = workspace.open_store().put_file(str(src / "x.py"))
+    started = time.time() - 1
+    RunEnd("Completed", 0, None, None, started, time.time(), "python x.py", "/gone",
+           [Artifact("outputs/x.py", size, digest, None)]).write(os.path.join(workspace.runs_dir, request.run_id))
+    run = get_run(workspace, request.run_id)
+    assert run.status is RunStatus.COMPLETED and run.exit_code == 0 and run.started == pytest.approx(started)
+    assert [a.name for a in history.list_artifacts(request.run_id)] == ["outputs/x.py"]

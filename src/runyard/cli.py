@@ -361,19 +361,18 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int) -> int:
     end = read_end(ws, run_id)
     if end is None:  # the supervisor died: the history says what became of the run
         run = get_run(ws, run_id)
-        status, code = run.status.value, exit_code_of(run)
+        status, code, sig, exit_code = run.status.value, exit_code_of(run), run.signal, run.exit_code
     else:
-        status = str(end["status"])
-        code = exit_code_for(RunStatus(status), end.get("exit_code"), end.get("signal"))
+        status, sig, exit_code = end.status, end.signal, end.exit_code
+        code = exit_code_for(RunStatus(status), exit_code, sig)
     detail = ""
     if status == "Failed":
-        sig = end.get("signal") if end else None
         if sig:
             import signal as _signal
 
             detail = f" (killed by {_signal.Signals(sig).name})"
-        elif end and end.get("exit_code") is not None:
-            detail = f" (exit code {end['exit_code']})"
+        elif exit_code is not None:
+            detail = f" (exit code {exit_code})"
     click.echo(f"runyard: run {run_id} {status}{detail}. See: runyard runs show {run_id}", err=True)
     return code
 

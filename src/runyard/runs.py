@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.errors import RunError
-from runyard.history import RunRecord, RunStatus
+from runyard.history import Artifact, RunRecord, RunStatus
 
 if TYPE_CHECKING:
     from runyard.history.store import RunHistory
@@ -114,7 +114,70 @@ class RunRequest:
 
 REQUEST_FILE: Final = "request.json"
 END_FILE: Final = "end.json"
-"""Written by the supervisor after the run's end is recorded: {"status", "exit_code", "signal"}."""
+"""The run's end as its supervisor saw it, written before the history has it (see :class:`RunEnd`)."""
+
+
+@dataclass
+class RunEnd:
+    """How a run ended, kept as ``end.json`` in its folder.
+
+    The supervisor writes it once everything the run produced is in the
+    store, then records the same in the run history. ``runyard run`` exits
+    on the file; readers of the history wait for the record while the
+    supervisor lives, and record it from the file if it died in between.
+    """
+
+    status: str
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    started: float | None
+    ended: float
+    command_line: str | None = None
+    working_dir: str | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    def write(self, folder: str) -> None:
+        import json
+        from dataclasses import asdict
+
+        tmp = os.path.join(folder, f".{END_FILE}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(asdict(self), fh)
+            os.replace(tmp, os.path.join(folder, END_FILE))
+        except OSError:
+            pass
+
+    @classmethod
+    def read(cls, folder: str) -> RunEnd | None:
+        import json
+
+        try:
+            with open(os.path.join(folder, END_FILE), encoding="utf-8") as fh:
+                raw = json.load(fh)
+            raw["artifacts"] = [Artifact(**a) for a in raw.get("artifacts", [])]
+            return cls(**raw)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+
+def record_end(history: RunHistory, run_id: str, end: RunEnd) -> RunRecord:
+    """Record a run's end (its artifacts, then its status) unless it has ended already."""
+    run = history.get_run(run_id)
+    if end.artifacts:  # kept whatever the status: outputs survive every kind of end
+        history.upsert_artifacts(run_id, end.artifacts)
+    if run.is_terminal:
+        return run  # e.g. canceled by setting its status
+    final = RunStatus(end.status)
+    if end.started is not None and run.status not in (RunStatus.RUNNING, RunStatus.FINALIZING):
+        history.set_status(run_id, RunStatus.RUNNING, started=end.started, command_line=end.command_line,
+                           working_dir=end.working_dir)
+        run = history.get_run(run_id)
+    if run.status is RunStatus.RUNNING:
+        history.set_status(run_id, RunStatus.FINALIZING)
+    return history.set_status(run_id, final, exit_code=end.exit_code, signal=end.signal, error=end.error,
+                              ended=end.ended)
 
 
 def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
@@ -339,6 +402,18 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
     candidates = runs if runs is not None else history.find_lost_runs(LOST_AFTER)
     reaped = []
     for run in candidates:
+        if run.is_terminal:
+            continue
+        end = RunEnd.read(os.path.join(ws.runs_dir, run.id)) if ws is not None else None
+        local = not run.host or run.host == os.uname().nodename
+        if end is not None and local and run.supervisor_pid and not _pid_alive(run.supervisor_pid):
+            # It ended and wrote so, but died before recording it: record it now.
+            try:
+                record_end(history, run.id, end)
+                reaped.append(run.id)
+            except Exception:
+                pass
+            continue
         if not is_lost(run):
             continue
         who = f"pid {run.supervisor_pid} on {run.host}" if run.supervisor_pid else "never started"
@@ -359,10 +434,24 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
     return reaped
 
 
+END_RECORD_WAIT: Final = 10.0
+"""How long a reader waits for a live supervisor to record an end it has written."""
+
+
 def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> RunRecord:
-    """A run, after marking it Failed if its supervisor is gone."""
+    """A run as the history has it, consistent with what ``runyard run`` said.
+
+    A run whose supervisor has written its end but not yet recorded it (a
+    moment, normally) is waited for; one whose supervisor died is recorded
+    from its end file, or marked Failed when there is none.
+    """
     history = history or ws.open_history()
     run = history.get_run(run_id)
+    if not run.is_terminal and os.path.exists(os.path.join(ws.runs_dir, run_id, END_FILE)):
+        deadline = time.monotonic() + END_RECORD_WAIT
+        while not run.is_terminal and _pid_alive(run.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            run = history.get_run(run_id)
     if reap_lost(history, [run], ws=ws):
         run = history.get_run(run_id)
     return run
@@ -380,15 +469,28 @@ def cancel(ws: Workspace, run_id: str) -> RunRecord:
     with open(os.path.join(folder, "cancel"), "w", encoding="utf-8") as fh:
         fh.write(f"{time.time()}\n")
     local = not run.host or run.host == os.uname().nodename
-    if local and run.supervisor_pid and _pid_alive(run.supervisor_pid):
+    # The supervisor says who it is in its folder before the history knows it.
+    pid = run.supervisor_pid or _supervisor_pid(folder)
+    if local and pid and _pid_alive(pid):
         try:
-            os.kill(run.supervisor_pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         return history.get_run(run_id)
-    if run.status in (RunStatus.NOT_STARTED, RunStatus.QUEUED) or (local and not _pid_alive(run.supervisor_pid)):
+    if local:  # no supervisor (yet, or any more): nothing runs, so it is canceled now
         return history.set_status(run_id, RunStatus.CANCELED, error="canceled before it started")
     return history.get_run(run_id)
+
+
+def _supervisor_pid(folder: str) -> int | None:
+    import json
+
+    try:
+        with open(os.path.join(folder, "supervisor.json"), encoding="utf-8") as fh:
+            pid = json.load(fh).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 def wait(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: float = 0.1) -> RunRecord:
@@ -426,13 +528,6 @@ def exit_code_of(run: RunRecord) -> int:
     return exit_code_for(run.status, run.exit_code, run.signal)
 
 
-def read_end(ws: Workspace, run_id: str) -> dict[str, Any] | None:
-    """The run's end as its supervisor wrote it (after recording it), or None."""
-    import json
-
-    try:
-        with open(os.path.join(ws.runs_dir, run_id, END_FILE), encoding="utf-8") as fh:
-            end = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return end if isinstance(end, dict) else None
+def read_end(ws: Workspace, run_id: str) -> RunEnd | None:
+    """The run's end as its supervisor wrote it, or None while it goes."""
+    return RunEnd.read(os.path.join(ws.runs_dir, run_id))

@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.agent.logstream import LineLog, tail_lines
@@ -41,7 +42,7 @@ from runyard.history import Artifact, RunStatus
 from runyard.workspace import Workspace
 
 if TYPE_CHECKING:
-    from runyard.agent.artifacts import ArtifactRecord
+    from runyard.agent.artifacts import ArtifactRecord, OutputsSync
     from runyard.history.store import RunHistory
     from runyard.runs import RunRequest
     from runyard.store.base import ObjectStore
@@ -100,6 +101,8 @@ class _History:
         self._ws, self._request, self._host = ws, request, host
         self.history: RunHistory | None = None
         self.error: BaseException | None = None
+        self.ended_before = False
+        """The run was ended (canceled) before its supervisor could record it."""
         self._thread = threading.Thread(target=self._open, name="runyard-history", daemon=True)
         self._thread.start()
 
@@ -108,18 +111,27 @@ class _History:
 
         try:
             history = self._ws.open_history()
-            record(history, self._request)
-            history.set_status(self._request.run_id, RunStatus.PREPARING, supervisor_pid=os.getpid(),
-                               host=self._host)
+            if record(history, self._request).is_terminal:
+                self.ended_before = True
+            else:
+                history.set_status(self._request.run_id, RunStatus.PREPARING, supervisor_pid=os.getpid(),
+                                   host=self._host)
             self.history = history
         except BaseException as exc:  # reported by get()
             self.error = exc
 
     def get(self) -> RunHistory:
+        """The history, waiting for it; raises when it cannot be used."""
         self._thread.join()
         if self.history is None:
             raise RuntimeError(f"the run history cannot be used: {self.error}") from self.error
         return self.history
+
+    def ready(self) -> RunHistory | None:
+        """The history if it is loaded by now (None while loading); raises when it failed."""
+        if self._thread.is_alive():
+            return None
+        return self.get()
 
 
 def _traceback_tail(log_path: str, n: int = 20) -> str | None:
@@ -140,7 +152,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
     """
     from runyard.agent.artifacts import LogsMirror, OutputsSync
     from runyard.agent.workdir import materialize, prune_lower_cache
-    from runyard.runs import RunRequest, exit_code_for
+    from runyard.runs import RunEnd, RunRequest, exit_code_for, record_end
 
     folder = run_folder(ws, run_id)
     request = RunRequest.load(folder)
@@ -169,7 +181,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
             background.get().set_status(run_id, RunStatus.FAILED, error=message)
         except Exception as inner:
             _append(log_path, f"runyard: the failure could not be recorded: {inner}\n")
-        _write_end(folder, RunStatus.FAILED, None, None, message)
+        RunEnd(RunStatus.FAILED.value, None, None, message, None, time.time()).write(folder)
         return 1
 
     try:
@@ -206,16 +218,23 @@ def supervise(ws: Workspace, run_id: str) -> int:
         workdir.cleanup()
         return fail_early(f"the script could not be started ({command[0]})", exc)
 
-    try:
-        history = background.get()
-        history.set_status(run_id, RunStatus.RUNNING, started=started, working_dir=wd,
-                           command_line=" ".join(command))
-    except Exception as exc:
-        # A run that cannot be recorded must not go on unrecorded.
-        _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
-        workdir.cleanup()
-        return fail_early("the run could not be recorded", exc)
+    command_line = " ".join(command)
+    history: RunHistory | None = None
+    unrecordable: Exception | None = None
+
+    def ready_history() -> RunHistory | None:
+        """The history once loaded (the run marked Running then); None before."""
+        nonlocal history
+        if history is None:
+            h = background.ready()
+            if h is not None:
+                if background.ended_before:
+                    cancel.request("canceled before it started")
+                else:
+                    h.set_status(run_id, RunStatus.RUNNING, started=started, working_dir=wd,
+                                 command_line=command_line)
+                history = h
+        return history
 
     assert proc.stdout is not None
     out_fd = proc.stdout.fileno()
@@ -243,7 +262,13 @@ def supervise(ws: Workspace, run_id: str) -> int:
         now = time.monotonic()
         if os.path.exists(os.path.join(folder, CANCEL_FILE)):
             cancel.request("canceled (runyard cancel)")
-        if now - last_beat >= HEARTBEAT_EVERY:
+        if history is None and unrecordable is None:
+            try:
+                ready_history()
+            except Exception as exc:  # a run that cannot be recorded must not go on unrecorded
+                unrecordable = exc
+                cancel.request(f"the run could not be recorded: {exc}")
+        if history is not None and now - last_beat >= HEARTBEAT_EVERY:
             last_beat = now
             try:
                 if history.heartbeat(run_id) is RunStatus.CANCELED:
@@ -261,7 +286,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
             _quietly(logs.scan)
         if now - last_out >= OUTPUTS_EVERY:
             last_out = now
-            _quietly(lambda: history.upsert_artifacts(run_id, _as_artifacts(outputs.scan(final=False))))
+            if outputs_stored(outputs) and history is not None:
+                _quietly(partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
         time.sleep(TICK)
 
     # The script has ended. Whatever it left behind in its group goes too, so
@@ -273,59 +299,59 @@ def supervise(ws: Workspace, run_id: str) -> int:
         pumper.join(timeout=2.0)
     log.close()
 
-    final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
-    try:
-        ended_elsewhere = history.get_run(run_id).is_terminal  # e.g. canceled by setting the status
-        if not ended_elsewhere:
-            history.set_status(run_id, RunStatus.FINALIZING)
-    except Exception:
-        ended_elsewhere = False
+    # Everything the run produced goes into the store first (no history
+    # needed), then the end file, which `runyard run` waits for, then the
+    # history. Should this process die between the two, whoever reads the run
+    # next records the end from the file (runyard.runs.reap_lost).
+    ended = time.time()
     problems: list[str] = []
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("outputs", lambda: history.upsert_artifacts(run_id, _as_artifacts(outputs.scan(final=True)))),
-        ("logs", lambda: history.upsert_artifacts(run_id, _as_artifacts(logs.finalize(store)))),
-        ("driver log", lambda: history.upsert_artifacts(run_id, [_store_file(store, log_path, DRIVER_LOG_ARTIFACT)])),
+    artifacts: list[Artifact] = []
+    steps: list[tuple[str, Callable[[], Iterable[ArtifactRecord]]]] = [
+        ("outputs", lambda: (outputs.scan(final=True), outputs.records)[1]),
+        ("logs", lambda: logs.finalize(store)),
     ]
     for what, step in steps:
         try:
-            step()
+            artifacts.extend(_as_artifacts(step()))
         except Exception as exc:  # recorded on the run; the other steps still run
             problems.append(f"syncing {what} failed: {exc}")
+    try:
+        artifacts.append(_store_file(store, log_path, DRIVER_LOG_ARTIFACT))
+    except Exception as exc:
+        problems.append(f"storing the driver log failed: {exc}")
     workdir.cleanup()
     _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
 
+    if unrecordable is not None:
+        final = RunStatus.FAILED
+    else:
+        final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None
     error: str | None = None
     if final is RunStatus.FAILED:
-        error = _traceback_tail(log_path) or (
-            f"The script was killed by {signal.Signals(sig).name}" if sig
-            else f"The script exited with code {exit_code}")
+        error = (f"The run could not be recorded: {unrecordable}" if unrecordable else None) or _traceback_tail(
+            log_path) or (f"The script was killed by {signal.Signals(sig).name}" if sig
+                          else f"The script exited with code {exit_code}")
     elif final is RunStatus.CANCELED:
         error = cancel.reason or "canceled"
     if problems:
         error = "\n".join([*([error] if error else []), *problems])
-    if not ended_elsewhere:
-        try:
-            history.set_status(run_id, final, exit_code=exit_code, signal=sig, error=error)
-        except Exception:
-            _append(log_path, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
-    else:
-        final = history.get_run(run_id).status
-    _write_end(folder, final, exit_code, sig, error)
+    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line, wd, artifacts)
+    end.write(folder)
+    try:
+        record_end(background.get(), run_id, end)
+    except Exception:
+        _append(log_path, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
     return exit_code_for(final, exit_code, sig)
 
 
-def _write_end(folder: str, status: RunStatus, exit_code: int | None, sig: int | None, error: str | None) -> None:
-    from runyard.runs import END_FILE
-
-    tmp = os.path.join(folder, f".{END_FILE}.tmp")
+def outputs_stored(outputs: OutputsSync) -> bool:
+    """Store the outputs that are stable now; whether anything new was stored."""
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"status": status.value, "exit_code": exit_code, "signal": sig, "error": error}, fh)
-        os.replace(tmp, os.path.join(folder, END_FILE))
-    except OSError:
-        pass
+        return bool(outputs.scan(final=False))
+    except Exception:  # a sync hiccup is retried on the next tick
+        return False
 
 
 def _as_artifacts(records: Iterable[ArtifactRecord]) -> list[Artifact]:
