@@ -5,13 +5,14 @@ the snapshot, starts the script in a process group of its own, writes its
 output to the driver log as lines, mirrors ``./logs`` and syncs ``./outputs``
 while the script runs and once more at every kind of exit, beats a heartbeat
 into the run history, and records the honest end: Completed, Failed (with the
-exit code or signal and the last lines of a traceback) or Canceled. Only
-then does it write ``end.json`` in the run's folder, which ``runyard run``
-waits for.
+exit code or signal and the last lines of a traceback) or Canceled.
 
 The run history (SQLAlchemy, the slowest import there is here) is opened in
 a background thread while the working directory is made and the script
-starts, so a short script does not wait for it.
+starts, so a short script does not wait for it. At the end, what the run
+produced goes into the store and its end into ``end.json`` in the run's
+folder (``runyard run`` exits on it) before the history records them (see
+:class:`runyard.runs.RunEnd`).
 
 Cancel arrives as SIGTERM or SIGINT to the supervisor, as a ``cancel`` file in
 the run's folder, or as the run's status set to Canceled by someone else: the
@@ -286,7 +287,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
             _quietly(logs.scan)
         if now - last_out >= OUTPUTS_EVERY:
             last_out = now
-            if outputs_stored(outputs) and history is not None:
+            if _store_outputs(outputs) and history is not None:
                 _quietly(partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
         time.sleep(TICK)
 
@@ -306,8 +307,12 @@ def supervise(ws: Workspace, run_id: str) -> int:
     ended = time.time()
     problems: list[str] = []
     artifacts: list[Artifact] = []
+    def all_outputs() -> list[ArtifactRecord]:
+        outputs.scan(final=True)
+        return outputs.records
+
     steps: list[tuple[str, Callable[[], Iterable[ArtifactRecord]]]] = [
-        ("outputs", lambda: (outputs.scan(final=True), outputs.records)[1]),
+        ("outputs", all_outputs),
         ("logs", lambda: logs.finalize(store)),
     ]
     for what, step in steps:
@@ -329,10 +334,12 @@ def supervise(ws: Workspace, run_id: str) -> int:
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None
     error: str | None = None
-    if final is RunStatus.FAILED:
-        error = (f"The run could not be recorded: {unrecordable}" if unrecordable else None) or _traceback_tail(
-            log_path) or (f"The script was killed by {signal.Signals(sig).name}" if sig
-                          else f"The script exited with code {exit_code}")
+    if unrecordable is not None:
+        error = f"The run could not be recorded: {unrecordable}"
+    elif final is RunStatus.FAILED:
+        error = _traceback_tail(log_path) or (
+            f"The script was killed by {signal.Signals(sig).name}" if sig
+            else f"The script exited with code {exit_code}")
     elif final is RunStatus.CANCELED:
         error = cancel.reason or "canceled"
     if problems:
@@ -346,7 +353,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
     return exit_code_for(final, exit_code, sig)
 
 
-def outputs_stored(outputs: OutputsSync) -> bool:
+def _store_outputs(outputs: OutputsSync) -> bool:
     """Store the outputs that are stable now; whether anything new was stored."""
     try:
         return bool(outputs.scan(final=False))
