@@ -166,18 +166,21 @@ def test_every_exit_keeps_outputs_and_the_last_line(workspace: Workspace, src: P
             run.wait_for_completion()
 
 
+# A script that saves an output and says so when it gets SIGTERM.
+SIGTERM_AWARE = """
+    import signal, sys, time
+    def bye(*_):
+        open("outputs/at_sigterm.txt", "w").write("bye")
+        print("got SIGTERM", flush=True)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, bye)
+    print("started", flush=True)
+    time.sleep(60)
+"""
+
+
 def test_cancel_sends_sigterm_then_the_status_is_canceled(workspace: Workspace, src: Path) -> None:
-    write(src, "slow.py", """
-        import os, signal, sys, time
-        def bye(*_):
-            open("outputs/at_sigterm.txt", "w").write("bye")
-            print("got SIGTERM", flush=True)
-            sys.exit(143)
-        signal.signal(signal.SIGTERM, bye)
-        os.makedirs("outputs", exist_ok=True)
-        print("started", flush=True)
-        time.sleep(60)
-    """)
+    write(src, "slow.py", SIGTERM_AWARE)
     run = submit(workspace, src, "slow.py")
     _wait_for_log(workspace, run.id, "started")
     run.cancel()
@@ -363,16 +366,7 @@ def test_get_context_outside_a_run_is_offline(capsys: pytest.CaptureFixture[str]
 
 
 def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) -> None:
-    write(src, "wait.py", """
-        import os, signal, sys, time
-        def bye(*_):
-            open("outputs/stopped.txt", "w").write("stopped")
-            print("stopping", flush=True)
-            sys.exit(143)
-        signal.signal(signal.SIGTERM, bye)
-        print("started", flush=True)
-        time.sleep(60)
-    """)
+    write(src, "wait.py", SIGTERM_AWARE)
     proc = subprocess.Popen([sys.executable, "-m", "runyard.cli", "--workspace", workspace.path, "run",
                              "--source-dir", str(src), "-e", "ctrlc", "wait.py"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -381,11 +375,11 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
     proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "stopping" in out and "Canceled" in err
+    assert "got SIGTERM" in out and "Canceled" in err
     run_id = err.split("runyard: run ")[1].split()[0]
     run = runyard.Run(workspace, run_id)
     assert run.get_status() == "Canceled"
-    assert "outputs/stopped.txt" in run.get_file_names()
+    assert "outputs/at_sigterm.txt" in run.get_file_names()
 
 
 @pytest.mark.parametrize(

@@ -476,7 +476,7 @@ def unprivileged_python() -> tuple[list[str], dict[str, str]] | None:
     deps = str(Path(blake3.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, deps]), "HOME": "/tmp"}
     nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    # The venv's interpreter may live where nobody cannot read (/root/.pyenv); a
+    # The venv's interpreter may live where nobody cannot read (under root's home, e.g. pyenv); a
     # system Python of the same version can import runyard from its source.
     for py in (sys.executable, f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"):
         if not os.path.exists(py):

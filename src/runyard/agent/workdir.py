@@ -32,7 +32,7 @@ Layout of ``run_dir`` (a private, per-run folder)::
     layers/lower/   the read-only layer: hardlinks, copies, empty dirs, symlinks
                     (or, with ``lower_cache``, the snapshot's shared layer there)
     layers/upper/   everything the run wrote
-    layers/work/    overlayfs' scratch space
+    layers/scratch/ overlayfs' work directory
 
 ``Workdir.cleanup()`` unmounts and removes all of it (the supervisor syncs
 ``./outputs`` before). After a crash, :func:`cleanup_stale` does the same for
@@ -78,7 +78,7 @@ WD: Final = "wd"
 LAYERS: Final = "layers"
 LOWER: Final = "lower"
 UPPER: Final = "upper"
-WORK: Final = "work"
+WORK: Final = "scratch"  # overlayfs' workdir
 _RESTORE_TMP: Final = f".{WD}.runyard-restore-"
 """Prefix of the temporary folder ``engine.restore`` builds next to ``wd``."""
 _PROBE: Final = ".overlay-probe-"
