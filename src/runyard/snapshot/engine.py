@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol
 
 from runyard.config import Limits
-from runyard.errors import SnapshotError, SnapshotLimitError, StoreError
+from runyard.errors import SnapshotError, SnapshotLimitError
 from runyard.snapshot import manifest as mf
 from runyard.snapshot import statcache
 from runyard.snapshot.report import (
@@ -83,9 +82,7 @@ def _hash_one(store: ObjectStore, root: str, f: FileEntry) -> tuple[FileEntry, s
         return f, "", 0, False, Issue(UNREADABLE, f.path, exc.strerror or "permission denied")
     except IsADirectoryError:
         return f, "", 0, False, Issue(CHANGED, f.path, "it became a directory while the snapshot was taken")
-    except OSError as exc:
-        if isinstance(exc, StoreError):
-            raise
+    except OSError as exc:  # reading the source (the store's own failures are StoreError, not OSError)
         return f, "", 0, False, Issue(UNREADABLE, f.path, exc.strerror or str(exc))
     issue = None
     try:
@@ -105,7 +102,6 @@ def take_snapshot(
     cache_dir: str | None = None,
     exclude_dirs: tuple[str, ...] = (),
     progress: Progress | None = None,
-    on_walked: Callable[[Any], None] | None = None,
 ) -> SnapshotResult:
     """Snapshot ``source`` into ``store``. Raises ``SnapshotLimitError`` (nothing
     stored) when over a limit and ``SnapshotError`` naming every unreadable path."""
@@ -114,8 +110,6 @@ def take_snapshot(
     limits = limits or Limits()
     src = os.path.abspath(os.fspath(source))
     w = walk(src, exclude_dirs=exclude_dirs)
-    if on_walked is not None:
-        on_walked(w)
     errors = w.errors
     if errors:
         raise SnapshotError(_errors_message(src, errors))
