@@ -240,31 +240,11 @@ class LogPosition:
 def stream_log(ws: Workspace, run_id: str, out: TextIO, position: LogPosition | None = None,
                ended: Callable[[], bool] | None = None) -> None:
     """Copy the run's driver log to ``out`` as it grows, until the run ends
-    (``ended()`` says so; by default, the run history does)."""
+    (``ended()`` says so; by default :func:`run_has_ended`)."""
     from runyard.agent.logstream import follow
     from runyard.agent.supervisor import DRIVER_LOG, run_folder
 
-    history_check = ended is None
-    if ended is None:
-        from runyard.runs import get_run
-
-        history = ws.open_history()
-
-        def ended() -> bool:
-            return get_run(ws, run_id, history).is_terminal
-
-    check = ended
-    # Asking the history is a database read; the caller's own check is a file look-up.
-    min_interval = 0.05 if history_check else 0.0
-    state = {"last": 0.0}
-
-    def done() -> bool:
-        now = time.monotonic()
-        if now - state["last"] < min_interval:
-            return False
-        state["last"] = now
-        return check()
-
+    done = ended or run_has_ended(ws, run_id)
     pos = position or LogPosition()
     binary = getattr(out, "buffer", None)
     for chunk in follow(os.path.join(run_folder(ws, run_id), DRIVER_LOG), offset=pos.offset, done=done, poll=0.01):
@@ -275,6 +255,27 @@ def stream_log(ws: Workspace, run_id: str, out: TextIO, position: LogPosition | 
         else:
             out.write(chunk.decode("utf-8", "replace"))
             out.flush()
+
+
+def run_has_ended(ws: Workspace, run_id: str, every: float = 0.5) -> Callable[[], bool]:
+    """A check that a run has ended: its end file (a file look-up, every call),
+    or the history (a database read, at most every ``every`` seconds, which
+    also notices a supervisor that died without an end file)."""
+    from runyard.runs import get_run, read_end
+
+    history = ws.open_history()
+    last = [0.0]
+
+    def check() -> bool:
+        if read_end(ws, run_id) is not None:
+            return True
+        now = time.monotonic()
+        if now - last[0] < every:
+            return False
+        last[0] = now
+        return get_run(ws, run_id, history).is_terminal
+
+    return check
 
 
 def _write_artifact(ws: Workspace, digest: str, dest: str) -> None:
