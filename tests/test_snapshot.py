@@ -848,3 +848,52 @@ def test_a_source_below_an_excluded_directory_is_walked_and_reported(tmp_path: P
     assert [f.path for f in result.files] == ["train.py"]
     notes = [i.detail for i in result.issues if i.kind == SOURCE_IGNORED]
     assert len(notes) == 1 and "its parent experiments/" in notes[0] and ".gitignore:1:experiments/" in notes[0]
+
+
+def test_restore_fills_an_existing_empty_directory_in_place(tmp_path: Path, workspace: Workspace) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": "a", "d/b.txt": "b"})
+    r = snap(workspace, src)
+    dest = tmp_path / "dest"
+    dest.mkdir(mode=0o700)
+    before = os.stat(dest)
+    workspace.restore_snapshot(r.id, dest)
+    after = os.stat(dest)
+    assert (after.st_ino, stat.S_IMODE(after.st_mode)) == (before.st_ino, 0o700)  # the same folder, filled
+    assert sorted(os.listdir(dest)) == ["a.txt", "d"] and (dest / "d" / "b.txt").read_text() == "b"
+
+
+def test_restore_into_an_unwritable_place_is_an_error_not_a_traceback(tmp_path: Path, workspace: Workspace) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": "a"})
+    r = snap(workspace, src)
+    with pytest.raises(SnapshotError, match="Cannot restore into '/proc/"):
+        workspace.restore_snapshot(r.id, "/proc/runyard-no-such-place")
+
+
+@pytest.mark.parametrize("swap", ["symlink", "fifo"])
+def test_a_file_swapped_during_the_snapshot_is_never_followed(tmp_path: Path, workspace: Workspace,
+                                                              swap: str) -> None:
+    src = write_tree(tmp_path / "src", {"data.txt": "inside", "keep.txt": "k"})
+    secret = tmp_path / "outside.txt"
+    secret.write_text("TOP SECRET OUTSIDE")
+
+    class Swapper:
+        def start(self, files: int, nbytes: int) -> None:  # after the walk, before any read
+            (src / "data.txt").unlink()
+            if swap == "symlink":
+                os.symlink(secret, src / "data.txt")
+            else:
+                os.mkfifo(src / "data.txt")
+
+        def advance(self, files: int, nbytes: int) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    r = workspace.snapshot(src, progress=Swapper())  # a FIFO must not block: this returns
+    assert [i.kind for i in r.issues if i.path == "data.txt"] == [CHANGED]
+    paths = manifest_of(workspace, r.id).by_path()
+    assert "data.txt" not in paths and "keep.txt" in paths
+    from runyard.store.base import hash_bytes
+
+    assert not workspace.open_store().has(hash_bytes(secret.read_bytes()))

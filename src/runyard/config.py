@@ -59,7 +59,16 @@ def parse_size(value: object, where: str) -> int:
             f"{where} is {str(value)!r}, which is not a size. Use bytes (314572800) or a unit: "
             "KiB, MiB, GiB, TiB, or KB, MB, GB, TB; 0 turns the limit off."
         )
-    return int(float(m.group(1)) * _UNITS[unit])
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        exact = Decimal(m.group(1)) * _UNITS[unit]
+        n = int(exact.to_integral_value(rounding="ROUND_CEILING"))  # a fraction of a byte is a byte
+    except (InvalidOperation, OverflowError, ValueError):
+        raise ConfigError(f"{where} is {str(value)!r}, which is not a usable size.") from None
+    if n > 1 << 62:
+        raise ConfigError(f"{where} is {str(value)!r}, which is too big; use 0 to turn the limit off.")
+    return n
 
 
 def parse_count(value: object, where: str) -> int:

@@ -148,7 +148,7 @@ class Workspace:
             except FileNotFoundError:
                 raise WorkspaceError(f"'{self.path}' is not a runyard workspace (no {CONFIG_NAME}). "
                                      "Create one with: runyard init") from None
-            except tomllib.TOMLDecodeError as exc:
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{self.config_path} is not valid TOML ({exc}). Fix or delete the line.") from exc
         return self._config
 
@@ -180,8 +180,15 @@ class Workspace:
     # -- parts --------------------------------------------------------------
     @property
     def store_url(self) -> str:
+        """``store.url`` from the config (a relative path is relative to the
+        workspace folder, ``~`` is expanded), else ``<workspace>/store``."""
         url = self.get_setting("store.url")
-        return str(url) if url else os.path.join(self.path, "store")
+        return self._local_path(str(url)) if url else os.path.join(self.path, "store")
+
+    def _local_path(self, location: str) -> str:
+        if "://" in location:
+            return location
+        return os.path.normpath(os.path.join(self.path, os.path.expanduser(location)))
 
     def open_store(self) -> ObjectStore:
         from runyard.store import open_store
@@ -195,7 +202,7 @@ class Workspace:
         if env:
             return env
         url = self.get_setting("history.url")
-        return str(url) if url else os.path.join(self.path, "history.db")
+        return self._local_path(str(url)) if url else os.path.join(self.path, "history.db")
 
     def open_history(self) -> RunHistory:
         """The run history, checked to be at this runyard's schema version."""
@@ -234,7 +241,8 @@ class Workspace:
             self.open_store(),
             limits=limits,
             cache_dir=self.cache_dir,
-            exclude_dirs=(self.path,),
+            # The workspace and a local store kept elsewhere never go into a snapshot.
+            exclude_dirs=(self.path, *(() if "://" in self.store_url else (self.store_url,))),
             progress=progress,
         )
 

@@ -347,7 +347,8 @@ def _store_fd(store: ObjectStore, fd: int, size: int, whole: bool) -> tuple[str,
             data = b"".join(parts)
         digest, _ = store.put_bytes(data)
         return digest, len(data)
-    digest, n, _ = store.put_file(f"/proc/self/fd/{fd}")
+    with open(os.dup(fd), "rb", buffering=0) as src:
+        digest, n, _ = store.put_reader(src)
     return digest, n
 
 

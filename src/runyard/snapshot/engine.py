@@ -8,6 +8,7 @@ hash. ``restore`` makes the tree again, byte for byte, in an empty folder.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -83,6 +84,12 @@ def _hash_one(store: ObjectStore, root: str, f: FileEntry) -> tuple[FileEntry, s
     except IsADirectoryError:
         return f, "", 0, False, Issue(CHANGED, f.path, "it became a directory while the snapshot was taken")
     except OSError as exc:  # reading the source (the store's own failures are StoreError, not OSError)
+        if exc.errno in (errno.ELOOP, errno.EINVAL):  # swapped for a link, FIFO or socket since the walk
+            return f, "", 0, False, Issue(CHANGED, f.path, "it stopped being a regular file while the snapshot "
+                                          "was taken; it is left out")
+        if exc.errno == errno.ENAMETOOLONG:
+            return f, "", 0, False, Issue(UNREADABLE, f.path, "the path is too long for this system; shorten it or "
+                                          "leave it out with .amlignore")
         return f, "", 0, False, Issue(UNREADABLE, f.path, exc.strerror or str(exc))
     issue = None
     try:
@@ -255,57 +262,87 @@ class RestoreResult:
 def restore(store: ObjectStore, snapshot_id: str, dest: str | os.PathLike[str]) -> RestoreResult:
     """Make the snapshot's tree in ``dest`` (new, or an empty directory).
 
-    The tree is built in a temporary sibling and renamed into place, so a
-    failure (a missing or corrupt blob) leaves ``dest`` as it was.
+    The tree is built in a temporary folder first (beside a new ``dest``,
+    inside an existing one, which keeps its owner and mode) and moved into
+    place only when complete, so a failure (a missing or corrupt blob, a full
+    disk) leaves ``dest`` as it was.
     """
     manifest = load_manifest(store, snapshot_id)
     target = os.path.abspath(os.fspath(dest))
-    if os.path.lexists(target):
-        if not os.path.isdir(target) or os.path.islink(target):
+    existing = os.path.lexists(target)
+    if existing:
+        if os.path.islink(target):
+            raise SnapshotError(f"Cannot restore into '{target}': it is a symlink. Give the folder it points to, "
+                                "or a new or empty folder.")
+        if not os.path.isdir(target):
             raise SnapshotError(f"Cannot restore into '{target}': it exists and is not a directory. "
                                 "Give a new or empty folder.")
         if os.listdir(target):
             raise SnapshotError(f"Cannot restore into '{target}': it is not empty. Give a new or empty folder.")
+    import shutil
+
     parent = os.path.dirname(target)
+    tag = f".runyard-restore-{os.urandom(4).hex()}"
+    tmp = os.path.join(target, tag) if existing else os.path.join(parent, f".{os.path.basename(target)}{tag}")
     try:
         os.makedirs(parent, exist_ok=True)
+        os.mkdir(tmp, 0o755)
     except OSError as exc:
-        raise SnapshotError(f"Cannot create '{parent}': {exc.strerror}.") from exc
-    import shutil
-    from concurrent.futures import ThreadPoolExecutor
-
-    tmp = os.path.join(parent, f".{os.path.basename(target)}.runyard-restore-{os.urandom(4).hex()}")
-    os.mkdir(tmp, 0o755)
+        raise SnapshotError(f"Cannot restore into '{target}': {exc.strerror} ({exc.filename}).") from exc
     try:
-        made: set[str] = set()
-        files = [e for e in manifest.entries if e.type == mf.FILE]
-        for e in manifest.entries:
-            d = e.path if e.type == mf.DIR else os.path.dirname(e.path)
-            if d and d not in made:
-                os.makedirs(os.path.join(tmp, d), exist_ok=True)
-                made.add(d)
-
-        def write(e: mf.Entry) -> None:
-            store.write_to(e.hash, os.path.join(tmp, e.path), 0o755 if e.executable else 0o644)
-
-        with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(write, files))
-        for e in manifest.entries:
-            if e.type == mf.LINK:
-                os.symlink(e.target, os.path.join(tmp, e.path))
-        if os.path.isdir(target):
-            os.rmdir(target)
-        os.rename(tmp, target)
-    except BaseException:
+        _build_tree(store, manifest, tmp)
+        if not existing:
+            os.rename(tmp, target)
+        else:
+            _move_into(tmp, target)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise SnapshotError(f"Cannot restore into '{target}': {exc.strerror} ({exc.filename}). "
+                                "Nothing was left there.") from exc
         raise
     return RestoreResult(
         dest=target,
-        files=len(files),
+        files=len(manifest.files),
         links=sum(1 for e in manifest.entries if e.type == mf.LINK),
         dirs=sum(1 for e in manifest.entries if e.type == mf.DIR),
         bytes=manifest.total_bytes,
     )
+
+
+def _build_tree(store: ObjectStore, manifest: mf.Manifest, root: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    made: set[str] = set()
+    for e in manifest.entries:
+        d = e.path if e.type == mf.DIR else os.path.dirname(e.path)
+        if d and d not in made:
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+            made.add(d)
+
+    def write(e: mf.Entry) -> None:
+        store.write_to(e.hash, os.path.join(root, e.path), 0o755 if e.executable else 0o644)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(write, manifest.files))
+    for e in manifest.entries:
+        if e.type == mf.LINK:
+            os.symlink(e.target, os.path.join(root, e.path))
+
+
+def _move_into(tmp: str, target: str) -> None:
+    """Move the complete tree in ``tmp`` (inside ``target``) up into ``target``;
+    undo the moves if one fails."""
+    moved: list[str] = []
+    try:
+        for name in os.listdir(tmp):
+            os.rename(os.path.join(tmp, name), os.path.join(target, name))
+            moved.append(name)
+    except OSError:
+        for name in moved:
+            os.rename(os.path.join(target, name), os.path.join(tmp, name))
+        raise
+    os.rmdir(tmp)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import marshal
 import os
+import re
 from typing import Final
 
 from runyard.store.base import hash_bytes
 
 VERSION: Final = 2
 """Bumped whenever the format changes (2: marshal instead of JSON)."""
+_DIGEST: Final = re.compile("[0-9a-f]{64}")
 RACY_WINDOW_NS: Final = 2_000_000_000
 """Timestamps this close to the cache's start time are not trusted: it covers
 coarse kernel clocks and filesystems that keep whole (or even) seconds."""
@@ -44,10 +46,13 @@ def load(path: str) -> dict[str, tuple[Key, str]]:
         horizon = int(started_ns) - RACY_WINDOW_NS
         out: dict[str, tuple[Key, str]] = {}
         for rel, (size, mtime, ctime, ino, exe, digest) in entries.items():
+            if not (type(rel) is str and type(digest) is str and _DIGEST.fullmatch(digest)
+                    and all(type(v) is int for v in (size, mtime, ctime, ino))):
+                return {}  # damaged (or written by something else): trust none of it
             if mtime < horizon and ctime < horizon:
                 out[rel] = ((size, mtime, ctime, ino, bool(exe)), digest)
         return out
-    except (OSError, ValueError, EOFError, KeyError, TypeError):
+    except Exception:  # any damage means an empty cache: it only costs a re-read
         return {}
 
 

@@ -14,8 +14,12 @@ blob already present is not written again, and every read checks the hash.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import re
+import stat
 from abc import ABC, abstractmethod
 from typing import Any, Final
 
@@ -53,6 +57,26 @@ def check_digest(digest: str) -> str:
     return digest
 
 
+def open_regular(path: str) -> io.FileIO:
+    """Open a local file for reading only if it is a regular file now.
+
+    A symlink is not followed (``ELOOP``) and a FIFO or socket swapped in
+    since it was listed does not block (``O_NONBLOCK``) and is refused with
+    ``EINVAL``: what is stored is never something other than the file listed.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def blob_key(digest: str) -> str:
     return f"blobs/{digest[:2]}/{digest[2:]}"
 
@@ -77,13 +101,18 @@ class ObjectStore(ABC):
     def put_bytes(self, data: bytes) -> tuple[str, bool]:
         """Store ``data``; returns its digest and whether it was newly written."""
 
-    @abstractmethod
     def put_file(self, path: str) -> tuple[str, int, bool]:
-        """Store a local file's bytes as read.
+        """Store a local regular file's bytes as read (a symlink is not followed).
 
         Returns (digest, size, newly written). What is stored is exactly what
         was hashed, even if the file changes while it is read.
         """
+        with open_regular(path) as src:
+            return self.put_reader(src)
+
+    @abstractmethod
+    def put_reader(self, src: io.FileIO) -> tuple[str, int, bool]:
+        """Store the rest of an open file, as ``put_file`` does."""
 
     @abstractmethod
     def get_bytes(self, digest: str) -> bytes:
@@ -128,7 +157,10 @@ class ObjectStore(ABC):
         self._write_text(f"snapshots/{check_digest(snapshot_id)}.json", json.dumps(record, sort_keys=True, indent=1))
 
     def get_snapshot_record(self, snapshot_id: str) -> dict[str, Any] | None:
-        text = self._read_text(f"snapshots/{check_digest(snapshot_id)}.json")
+        try:
+            text = self._read_text(f"snapshots/{check_digest(snapshot_id)}.json")
+        except StoreError:
+            return None  # a damaged record only loses the snapshot's description, not the snapshot
         if text is None:
             return None
         try:
@@ -144,8 +176,11 @@ class ObjectStore(ABC):
         """A full snapshot id from an id or a unique prefix of at least 4 digits."""
         ref = ref.strip().lower()
         if len(ref) == DIGEST_LEN and _HEX.fullmatch(ref):
-            if self.get_snapshot_record(ref) is not None or self.has(ref):
+            if self.has_snapshot_record(ref):
                 return ref
+            if self.has(ref):
+                raise NotFoundError(f"'{ref[:12]}...' names a file's content in the store at {self.url}, not a "
+                                    "snapshot. List snapshots with 'runyard snapshot list'.")
             raise NotFoundError(f"No snapshot '{ref}' in the store at {self.url}. "
                                 "List them with 'runyard snapshot list'.")
         if len(ref) < 4 or not _HEX.fullmatch(ref):
@@ -168,11 +203,11 @@ class ObjectStore(ABC):
 
     def generation(self) -> int:
         """How many times this store has noticed a lost blob."""
-        text = self._read_text("generation")
         try:
+            text = self._read_text("generation")
             return int(text) if text else 0
-        except ValueError:
-            return 0
+        except (ValueError, StoreError):
+            return 0  # damaged: treated as a change, which only costs a re-read
 
     def _note_lost(self) -> None:
         try:

@@ -8,6 +8,7 @@ a server-side copy; the final object is written in one request).
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import uuid
@@ -106,32 +107,31 @@ class FsspecStore(ObjectStore):
         self._put_at(blob_key(digest), data)
         return digest, True
 
-    def put_file(self, path: str) -> tuple[str, int, bool]:
-        with open(path, "rb", buffering=0) as src:
-            if os.fstat(src.fileno()).st_size <= STREAM_ABOVE:
-                data = src.readall()
-                digest, new = self.put_bytes(data)
-                return digest, len(data), new
-            # Copy while hashing, so what is uploaded is exactly what was hashed.
-            h = new_hasher()
-            size = 0
-            with tempfile.NamedTemporaryFile(prefix="runyard-blob-") as tmp:
-                while chunk := src.read(8 << 20):
-                    h.update(chunk)
-                    tmp.write(chunk)
-                    size += len(chunk)
-                tmp.flush()
-                digest = h.hexdigest()
-                if self.has(digest):
-                    return digest, size, False
-                tkey = self._key(f"tmp/{uuid.uuid4().hex}")
-                try:
-                    self.fs.put_file(tmp.name, tkey)
-                    self.fs.mv(tkey, self._key(blob_key(digest)))
-                except OSError as exc:
-                    self._remove_quietly(tkey)
-                    raise StoreError(f"Cannot upload {path} to the store at {self.url}: {exc}.") from exc
-                return digest, size, True
+    def put_reader(self, src: io.FileIO) -> tuple[str, int, bool]:
+        if os.fstat(src.fileno()).st_size <= STREAM_ABOVE:
+            data = src.readall()
+            digest, new = self.put_bytes(data)
+            return digest, len(data), new
+        # Copy while hashing, so what is uploaded is exactly what was hashed.
+        h = new_hasher()
+        size = 0
+        with tempfile.NamedTemporaryFile(prefix="runyard-blob-") as tmp:
+            while chunk := src.read(8 << 20):
+                h.update(chunk)
+                tmp.write(chunk)
+                size += len(chunk)
+            tmp.flush()
+            digest = h.hexdigest()
+            if self.has(digest):
+                return digest, size, False
+            tkey = self._key(f"tmp/{uuid.uuid4().hex}")
+            try:
+                self.fs.put_file(tmp.name, tkey)
+                self.fs.mv(tkey, self._key(blob_key(digest)))
+            except OSError as exc:
+                self._remove_quietly(tkey)
+                raise StoreError(f"Cannot upload {src.name} to the store at {self.url}: {exc}.") from exc
+            return digest, size, True
 
     def get_bytes(self, digest: str) -> bytes:
         check_digest(digest)

@@ -63,8 +63,8 @@ class LocalStore(ObjectStore):
         root = os.path.abspath(root)
         cfg = os.path.join(root, "store.json")
         try:
-            with open(cfg, encoding="utf-8") as fh:
-                return cls(root, parse_store_config(fh.read(), root))
+            with open(cfg, "rb") as fh:
+                return cls(root, parse_store_config(fh.read().decode("utf-8", "replace"), root))
         except FileNotFoundError:
             if not create:
                 raise StoreError(f"No runyard store at {root}. Create one by taking a snapshot.") from None
@@ -84,8 +84,8 @@ class LocalStore(ObjectStore):
                 pass
             finally:
                 os.unlink(tmp)
-            with open(cfg, encoding="utf-8") as fh:
-                return cls(root, parse_store_config(fh.read(), root))
+            with open(cfg, "rb") as fh:
+                return cls(root, parse_store_config(fh.read().decode("utf-8", "replace"), root))
         except OSError as exc:
             raise StoreError(
                 f"Cannot create a store at {root}: {exc.strerror}. Check the path and permissions."
@@ -142,19 +142,18 @@ class LocalStore(ObjectStore):
             buf = self._local.buf = memoryview(bytearray(CHUNK))
         return buf
 
-    def put_file(self, path: str) -> tuple[str, int, bool]:
-        with open(path, "rb", buffering=0) as src:
-            view = self._buffer()
-            n = _read_full(src, view)
-            if n < len(view):
-                # The whole file is in the buffer: hash it, write it only if new.
-                data = view[:n]
-                digest = hash_bytes(data)
-                if self.has(digest):
-                    return digest, n, False
-                self._write_new(digest, data)
-                return digest, n, True
-            return self._put_stream(src, view, n)
+    def put_reader(self, src: io.FileIO) -> tuple[str, int, bool]:
+        view = self._buffer()
+        n = _read_full(src, view)
+        if n < len(view):
+            # The whole file is in the buffer: hash it, write it only if new.
+            data = view[:n]
+            digest = hash_bytes(data)
+            if self.has(digest):
+                return digest, n, False
+            self._write_new(digest, data)
+            return digest, n, True
+        return self._put_stream(src, view, n)
 
     def _put_stream(self, src: io.FileIO, view: memoryview, first: int) -> tuple[str, int, bool]:
         """Hash and write chunk by chunk; what is stored is exactly what was hashed."""
@@ -207,6 +206,9 @@ class LocalStore(ObjectStore):
                 return fh.read()
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"{key} in the store at {self.root} is damaged (not UTF-8). "
+                             "Restore or delete it.") from exc
         except OSError as exc:
             raise StoreError(f"Cannot read {key} in the store at {self.root}: {exc.strerror}.") from exc
 
