@@ -443,3 +443,20 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
                          str(src)], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert ID_RX.fullmatch(ok.stdout.splitlines()[-1])
+
+
+def test_config_set_never_rewrites_what_it_cannot_represent(cli: Cli, workspace: Workspace) -> None:
+    cfg = Path(workspace.path, "config.toml")
+    cfg.write_text(cfg.read_text() + '\n[history.options]\ntimeout = 1.5\n["my key"]\nx = 2\n')
+    before = cfg.read_text()
+    r = cli("config", "set", "snapshot.max_files", "5")
+    assert r.exit_code == 1 and "cannot rewrite" in r.stderr and "Traceback" not in r.output
+    assert cfg.read_text() == before
+    assert not list(Path(workspace.path).glob("config.toml.*.tmp"))
+
+
+def test_config_quotes_keys_and_refuses_unknown_unset(cli: Cli, workspace: Workspace) -> None:
+    assert cli("config", "set", "snapshot.max_bytes", "0.5").exit_code == 0
+    assert cli("config", "get", "snapshot.max_bytes").stdout.strip() == "1"  # a fraction of a byte is a byte
+    r = cli("config", "unset", "snapshot.max_byte")
+    assert r.exit_code == 1 and "Unknown setting 'snapshot.max_byte'" in r.stderr

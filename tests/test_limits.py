@@ -438,3 +438,19 @@ def test_advice_when_both_limits_are_over(tmp_path: Path, workspace: Workspace) 
     src = write_files(tmp_path / "src", files)
     lines = follow_advice(workspace, src, max_bytes=1000, max_files=10)
     assert sorted(lines) == ["/cache/", "/weights.bin"]
+
+
+def test_a_suggested_line_for_a_name_with_a_newline_still_matches_it(tmp_path: Path) -> None:
+    from runyard.config import Limits
+    from runyard.snapshot.report import suggest_ignore_lines
+    from runyard.snapshot.walk import walk
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big\nname.bin").write_bytes(b"x" * 5000)
+    (src / "small.txt").write_bytes(b"y" * 10)
+    limits = Limits(max_bytes=1000, max_files=0)
+    lines = suggest_ignore_lines(walk(src).files, limits)
+    assert lines == ["/big?name.bin"]
+    (src / ".amlignore").write_text("\n".join(lines) + "\n")
+    assert [f.path for f in walk(src).files] == [".amlignore", "small.txt"]

@@ -109,9 +109,13 @@ def main(ctx: click.Context, workspace: str | None) -> None:
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 def init_cmd(directory: str) -> None:
     """Make a workspace in DIRECTORY/.runyard (default: here)."""
-    from runyard.workspace import Workspace
+    from runyard.workspace import Workspace, find_workspace
 
-    existed = os.path.isfile(os.path.join(os.path.abspath(directory), ".runyard", "config.toml"))
+    d = os.path.abspath(directory)
+    try:
+        existed = find_workspace(d) == (d if os.path.basename(d) == ".runyard" else os.path.join(d, ".runyard"))
+    except RunyardError:
+        existed = False
     ws = Workspace.create(directory)
     click.echo(f"{'Workspace already at' if existed else 'Made workspace'} {ws.path}")
 

@@ -141,36 +141,57 @@ def resolve_limits(
     return Limits(b, f, bf, ff)
 
 
-def dump_toml(doc: Mapping[str, Mapping[str, Any]]) -> str:
-    """Write a two-level TOML document of scalars (what config.toml holds)."""
+_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dump_toml(doc: Mapping[str, Any]) -> str:
+    """Write config.toml: tables of strings, integers and booleans.
+
+    Raises ``ConfigError`` for anything else (nested tables, lists, floats,
+    top-level keys), so a hand-edited file is never rewritten with a loss.
+    """
     lines: list[str] = []
     for section in sorted(doc):
         table = doc[section]
         if not isinstance(table, Mapping):
-            continue
-        lines.append(f"[{section}]")
+            raise ConfigError(f"config.toml has a top-level key {section!r} that runyard cannot rewrite. "
+                              "Move it into a [table] or edit the file by hand.")
+        lines.append(f"[{_toml_key(section)}]")
         for key in sorted(table):
-            lines.append(f"{key} = {_toml_value(table[key])}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(table[key], f'{section}.{key}')}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(v: Any) -> str:
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_value(key, key)
+
+
+def _toml_value(v: Any, where: str) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    if not isinstance(v, str):
+        raise ConfigError(f"config.toml's {where} is a {type(v).__name__}, which runyard cannot rewrite. "
+                          "Edit the file by hand.")
+    s = v.replace("\\", "\\\\").replace('"', '\\"')
     s = "".join(c if c >= " " or c == "\t" else f"\\u{ord(c):04x}" for c in s)
     return f'"{s}"'
 
 
-def coerce_setting(key: str, value: str) -> int | str:
-    """Check a ``config set`` value for a known key and give it its type."""
+def check_key(key: str) -> str:
+    """The kind of a known setting; raises for an unknown one."""
     kind = KNOWN_KEYS.get(key)
     if kind is None:
         known = ", ".join(sorted(KNOWN_KEYS))
         raise ConfigError(f"Unknown setting '{key}'. Known settings: {known}.")
+    return kind
+
+
+def coerce_setting(key: str, value: str) -> int | str:
+    """Check a ``config set`` value for a known key and give it its type."""
+    kind = check_key(key)
     if kind == "size":
         return parse_size(value, key)
     if kind == "count":

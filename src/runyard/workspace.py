@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from runyard.config import ENV_HISTORY_URL, ENV_WORKSPACE, coerce_setting, dump_toml
+from runyard.config import ENV_HISTORY_URL, ENV_WORKSPACE, check_key, coerce_setting, dump_toml
 from runyard.errors import ConfigError, WorkspaceError
 
 if TYPE_CHECKING:
@@ -153,9 +153,10 @@ class Workspace:
         return self._config
 
     def _write_config(self, doc: Mapping[str, Any]) -> None:
+        text = dump_toml(doc)  # first: a document it cannot write leaves the file alone
         tmp = f"{self.config_path}.{os.urandom(8).hex()}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(dump_toml(doc))
+            fh.write(text)
         os.replace(tmp, self.config_path)
         self._config = None
 
@@ -170,8 +171,9 @@ class Workspace:
     def set_setting(self, key: str, value: str | None) -> None:
         """Set (or with None, remove) a known setting such as ``snapshot.max_bytes``."""
         section, _, name = key.partition(".")
-        doc = {k: dict(v) for k, v in self.config.items() if isinstance(v, dict)}
+        doc = {k: dict(v) if isinstance(v, dict) else v for k, v in self.config.items()}
         if value is None:
+            check_key(key)
             doc.get(section, {}).pop(name, None)
         else:
             doc.setdefault(section, {})[name] = coerce_setting(key, value)

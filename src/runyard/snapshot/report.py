@@ -88,6 +88,8 @@ def escape_pattern(path: str) -> str:
     for c in path:
         if c in "*?[\\":
             out.append("\\" + c)
+        elif c in "\n\r":
+            out.append("?")  # a line cannot hold them; '?' matches exactly that one byte
         else:
             out.append(c)
     s = "".join(out)
