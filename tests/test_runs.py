@@ -434,3 +434,57 @@ def test_an_end_written_but_not_recorded_is_recorded_by_the_next_reader(workspac
     run = get_run(workspace, request.run_id)
     assert run.status is RunStatus.COMPLETED and run.exit_code == 0 and run.started == pytest.approx(started)
     assert [a.name for a in history.list_artifacts(request.run_id)] == ["outputs/x.py"]
+
+
+def test_ctrl_c_at_once_cancels_even_before_the_history_has_the_run(workspace: Workspace, src: Path) -> None:
+    write(src, "ticks.py", """
+        import time
+        for i in range(40):
+            print("tick", i, flush=True)
+            time.sleep(0.25)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, "run",
+                             "--source-dir", str(src), "-e", "early", "ticks.py"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # "runyard: run <id> (snapshot ...)": the supervisor was just handed the run
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, first + err
+    run_id = first.split("runyard: run ")[1].split()[0]
+    assert runyard.Run(workspace, run_id).get_status() == "Canceled"
+    assert out.count("tick") < 40
+
+
+def test_the_run_is_readable_the_moment_runyard_run_returns(workspace: Workspace, src: Path) -> None:
+    write(src, "hello.py", "print('hello')\n")
+    for _ in range(3):
+        done = cli(workspace, "run", "--source-dir", str(src), "-e", "quick", "hello.py")
+        run_id = done.stderr.split("runyard: run ")[1].split()[0]
+        run = runyard.Run(workspace, run_id)
+        assert run.get_status() == "Completed"  # waits for the supervisor's record if needed
+        assert "runyard_logs/driver_log.txt" in run.get_file_names()
+
+
+def test_nothing_the_script_started_outlives_the_run(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    write(src, "spawner.py", f"""
+        import subprocess, sys
+        stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                 start_new_session=True, stdout=subprocess.DEVNULL)
+        ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        stubborn = subprocess.Popen([sys.executable, "-c", ignore], stdout=subprocess.DEVNULL)
+        open({str(pids)!r}, "w").write(f"{{stray.pid}} {{stubborn.pid}}")
+    """)
+    run = submit(workspace, src, "spawner.py")
+    assert run.wait_for_completion()["status"] == "Completed"
+    for pid in map(int, pids.read_text().split()):
+        assert not runs_mod._pid_alive(pid), f"process {pid} outlived its run"
+
+
+def test_a_symlinked_script_is_refused(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text("print('outside')\n")
+    os.symlink(outside, src / "link.py")
+    r = cli(workspace, "run", "--source-dir", str(src), "link.py")
+    assert r.returncode == 1 and "is a symlink" in r.stderr and "Traceback" not in r.stderr

@@ -338,7 +338,7 @@ def snapshot_diff(ctx: click.Context, id1: str, id2: str) -> None:
 # -- runs -----------------------------------------------------------------------
 
 
-def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int) -> int:
+def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") -> int:
     """Stream a run's driver log to stdout until it ends; Ctrl-C cancels it.
 
     Returns the exit code. The end comes from the supervisor's end file, so
@@ -346,18 +346,25 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int) -> int:
     """
     from runyard.history import RunStatus
     from runyard.run import LogPosition, stream_log
-    from runyard.runs import _pid_alive, cancel, exit_code_for, exit_code_of, get_run, read_end
+    from runyard.runs import _pid_alive, exit_code_for, exit_code_of, get_run, read_end, request_cancel
 
     def ended() -> bool:
         return read_end(ws, run_id) is not None or not _pid_alive(supervisor_pid)
 
+    import signal
+
     pos = LogPosition()
     try:
+        # Ctrl-C was held back while the run was handed over (see below): from
+        # here on it cancels the run.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if banner:
+            click.echo(banner, err=True)
         stream_log(ws, run_id, sys.stdout, pos, ended=ended)
     except KeyboardInterrupt:
-        click.echo(f"\nrunyard: canceling run {run_id} (Ctrl-C again to stop waiting)...", err=True)
-        cancel(ws, run_id)
         try:
+            request_cancel(ws, run_id, supervisor_pid)  # at once: a file and a signal, no history needed
+            click.echo(f"\nrunyard: canceling run {run_id} (Ctrl-C again to stop waiting)...", err=True)
             stream_log(ws, run_id, sys.stdout, pos, ended=ended)
         except KeyboardInterrupt:
             click.echo(f"runyard: stopped waiting; run {run_id} is still being canceled.", err=True)
@@ -401,9 +408,14 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
         supervisor.abandon()
         raise
     rec = ws.open_store().get_snapshot_record(request.snapshot_id) or {}
-    click.echo(f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, {rec.get('files', '?')} files, "
-               f"{format_size(int(rec.get('bytes', 0)))})", err=True)
-    raise SystemExit(_follow_to_end(ws, request.run_id, supervisor.start(ws, request.run_id)))
+    banner = (f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, {rec.get('files', '?')} files, "
+              f"{format_size(int(rec.get('bytes', 0)))})")
+    import signal
+
+    # A Ctrl-C between handing the run over and following it would leave it
+    # running unwatched: hold it back until _follow_to_end can cancel the run.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    raise SystemExit(_follow_to_end(ws, request.run_id, supervisor.start(ws, request.run_id), banner))
 
 
 @main.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -441,8 +453,10 @@ def rerun_cmd(ctx: click.Context, run_id: str, detach: bool) -> None:
     old = get_run(ws, run_id)
     if old.snapshot_id is None or old.script is None:
         raise _Failure(f"Run {run_id} has no snapshot to run again (it failed before one was taken).")
+    git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
     spec = RunSpec(source_directory=old.source_dir or ".", script=old.script, arguments=list(old.arguments),
-                   experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id)
+                   experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
+                   git={k: v for k, v in git.items() if v is not None})
     _start_and_follow(ws, spec, detach)
 
 
@@ -454,7 +468,10 @@ def cancel_cmd(ctx: click.Context, run_id: str) -> None:
     from runyard.runs import cancel
 
     run = cancel(_open_workspace(ctx), run_id)
-    click.echo(f"run {run.id}: {'already ' + run.status.value if run.is_terminal else 'cancel requested'}")
+    if run is not None and run.is_terminal:
+        click.echo(f"run {run_id}: already {run.status.value}")
+    else:
+        click.echo(f"run {run_id}: cancel requested")
 
 
 @main.group("runs", cls=_Group)
@@ -541,7 +558,7 @@ def logs_cmd(ctx: click.Context, run_id: str, follow: bool) -> None:
     ws = _open_workspace(ctx)
     run = get_run(ws, run_id)
     live = os.path.join(run_folder(ws, run_id), DRIVER_LOG)
-    if follow:
+    if follow and (os.path.exists(live) or not run.is_terminal):
         stream_log(ws, run_id, sys.stdout)
         return
     if os.path.exists(live):

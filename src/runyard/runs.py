@@ -50,6 +50,8 @@ class RunSpec:
     parent_run_id: str | None = None
     snapshot_id: str | None = None
     """Run an existing snapshot (rerun) instead of taking one."""
+    git: dict[str, Any] | None = None
+    """With ``snapshot_id``: the git state the snapshot was taken at (a rerun's parent's)."""
 
 
 def _git_info(source: str) -> dict[str, Any]:
@@ -195,12 +197,15 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     script = spec.script
     if os.path.isabs(script):
         rel = os.path.relpath(script, source)
-        if rel.startswith(".."):
+        if rel == ".." or rel.startswith("../"):
             raise RunError(f"The script '{script}' is not inside the source directory '{source}'. "
                            "Pass a script inside it (relative to it), or another --source-dir.")
         script = rel
     script = os.path.normpath(script).replace(os.sep, "/")
     if spec.snapshot_id is None:
+        if os.path.islink(os.path.join(source, script)):
+            raise RunError(f"The script '{script}' is a symlink; a snapshot keeps it as a link, so the run would "
+                           "execute whatever it points to. Pass the file it points to (inside the source).")
         if not os.path.isfile(os.path.join(source, script)):
             raise RunError(f"There is no script '{script}' in the source directory '{source}'. "
                            "Check the name, or pass --source-dir.")
@@ -218,7 +223,8 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
         run_id=new_run_id(spec.experiment, now=now), experiment=spec.experiment, snapshot_id=snapshot_id,
         source_dir=source, script=script, arguments=[str(a) for a in spec.arguments],
         compute_target=spec.compute_target, parent_run_id=spec.parent_run_id, tags=dict(spec.tags), created=now,
-        python_version=sys.version.split()[0], git=_git_info(source),
+        python_version=sys.version.split()[0],
+        git=_git_info(source) if spec.snapshot_id is None else dict(spec.git or {}),
     )
     request.save(os.path.join(ws.runs_dir, request.run_id))
     return request
@@ -308,6 +314,11 @@ class Prefork:
 def _supervisor_process(id_r: int, pid_w: int) -> None:  # pragma: no cover - forked child
     """The forked side of :class:`Prefork`: never returns."""
     code = 1
+    # A cancel may come before supervise() installs its handlers: it must not
+    # kill us unrecorded; the cancel file it also leaves is checked before
+    # anything runs.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.setsid()
         grandchild = os.fork()
@@ -386,9 +397,9 @@ def is_lost(run: RunRecord, *, now: float | None = None) -> bool:
     age = (now or time.time()) - run.heartbeat
     if run.host and run.host != os.uname().nodename:
         return age > LOST_AFTER_REMOTE
-    if run.supervisor_pid is not None and _pid_alive(run.supervisor_pid):
-        return False
-    return age > LOST_AFTER
+    if run.supervisor_pid is not None:
+        return not _pid_alive(run.supervisor_pid)  # its process is gone: lost now
+    return age > LOST_AFTER  # no supervisor yet: give it time to start
 
 
 def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
@@ -404,9 +415,11 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
     for run in candidates:
         if run.is_terminal:
             continue
-        end = RunEnd.read(os.path.join(ws.runs_dir, run.id)) if ws is not None else None
+        folder = os.path.join(ws.runs_dir, run.id) if ws is not None else None
+        end = RunEnd.read(folder) if folder is not None else None
         local = not run.host or run.host == os.uname().nodename
-        if end is not None and local and run.supervisor_pid and not _pid_alive(run.supervisor_pid):
+        pid = run.supervisor_pid or (_supervisor_pid(folder) if folder is not None else None)
+        if end is not None and local and not _pid_alive(pid):
             # It ended and wrote so, but died before recording it: record it now.
             try:
                 record_end(history, run.id, end)
@@ -427,11 +440,49 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
             from runyard.agent.supervisor import WORK_DIR, run_folder
             from runyard.agent.workdir import cleanup_stale
 
+            script = _supervisor_identity(run_folder(ws, run.id)).get("script_pid")
+            if isinstance(script, int):
+                try:  # what the script started in its group dies with the run
+                    os.killpg(script, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
             try:
                 cleanup_stale(os.path.join(run_folder(ws, run.id), WORK_DIR))
             except Exception:  # best effort: the status is what matters
                 pass
     return reaped
+
+
+def _record_of(ws: Workspace, run_id: str, history: RunHistory) -> RunRecord:
+    """The run's record; for a run ``runyard run`` prepared whose supervisor has
+    not recorded it yet, wait for it while the supervisor lives, or record it
+    now (from its request and end files) when the supervisor is gone."""
+    from runyard.errors import NotFoundError
+
+    try:
+        return history.get_run(run_id)
+    except NotFoundError:
+        folder = os.path.join(ws.runs_dir, run_id)
+        if not os.path.exists(os.path.join(folder, REQUEST_FILE)):
+            raise
+    deadline = time.monotonic() + END_RECORD_WAIT
+    while _pid_alive(_supervisor_pid(folder)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            return history.get_run(run_id)
+        except NotFoundError:
+            continue
+    try:
+        return history.get_run(run_id)
+    except NotFoundError:
+        pass
+    record(history, RunRequest.load(folder))
+    end = RunEnd.read(folder)
+    if end is not None:
+        return record_end(history, run_id, end)
+    return history.set_status(run_id, RunStatus.FAILED, error="The run was lost: its supervisor stopped before "
+                              "recording it.")
 
 
 END_RECORD_WAIT: Final = 10.0
@@ -446,10 +497,12 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     from its end file, or marked Failed when there is none.
     """
     history = history or ws.open_history()
-    run = history.get_run(run_id)
-    if not run.is_terminal and os.path.exists(os.path.join(ws.runs_dir, run_id, END_FILE)):
+    run = _record_of(ws, run_id, history)
+    folder = os.path.join(ws.runs_dir, run_id)
+    if not run.is_terminal and os.path.exists(os.path.join(folder, END_FILE)):
+        pid = run.supervisor_pid or _supervisor_pid(folder)  # the folder knows it before the history does
         deadline = time.monotonic() + END_RECORD_WAIT
-        while not run.is_terminal and _pid_alive(run.supervisor_pid) and time.monotonic() < deadline:
+        while not run.is_terminal and _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
             run = history.get_run(run_id)
     if reap_lost(history, [run], ws=ws):
@@ -457,39 +510,64 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     return run
 
 
-def cancel(ws: Workspace, run_id: str) -> RunRecord:
-    """Ask a run to stop: its script's process group gets SIGTERM, a grace
-    period (``RUNYARD_CANCEL_GRACE``, default 10 s), then SIGKILL."""
-    history = ws.open_history()
-    run = get_run(ws, run_id, history)
-    if run.is_terminal:
-        return run
+def request_cancel(ws: Workspace, run_id: str, pid: int | None = None) -> bool:
+    """Ask a local run's supervisor to cancel, at once and without the history:
+    the ``cancel`` file (which it polls), and SIGTERM to it when it is alive.
+    Returns whether a live supervisor was signalled."""
     folder = os.path.join(ws.runs_dir, run_id)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "cancel"), "w", encoding="utf-8") as fh:
         fh.write(f"{time.time()}\n")
-    local = not run.host or run.host == os.uname().nodename
-    # The supervisor says who it is in its folder before the history knows it.
-    pid = run.supervisor_pid or _supervisor_pid(folder)
-    if local and pid and _pid_alive(pid):
+    pid = pid or _supervisor_pid(folder)
+    if pid and _pid_alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
+            return True
         except ProcessLookupError:
             pass
+    return False
+
+
+def cancel(ws: Workspace, run_id: str) -> RunRecord | None:
+    """Ask a run to stop: its script's process group gets SIGTERM, a grace
+    period (``RUNYARD_CANCEL_GRACE``, default 10 s), then SIGKILL.
+
+    Returns the run's record, or None when its supervisor was told before the
+    history has the run (the first moments of ``runyard run``).
+    """
+    folder = os.path.join(ws.runs_dir, run_id)
+    prepared = os.path.exists(os.path.join(folder, REQUEST_FILE)) and RunEnd.read(folder) is None
+    if prepared and request_cancel(ws, run_id):  # a live local supervisor: it records the cancel itself
+        return None
+    history = ws.open_history()
+    run = get_run(ws, run_id, history)
+    if run.is_terminal:
+        return run
+    local = not run.host or run.host == os.uname().nodename
+    if not local:
+        request_cancel(ws, run_id)  # a shared workspace: the supervisor polls the file
         return history.get_run(run_id)
-    if local:  # no supervisor (yet, or any more): nothing runs, so it is canceled now
-        return history.set_status(run_id, RunStatus.CANCELED, error="canceled before it started")
-    return history.get_run(run_id)
+    if request_cancel(ws, run_id, run.supervisor_pid):
+        return history.get_run(run_id)
+    # No supervisor (yet, or any more): nothing runs, so it is canceled now;
+    # a supervisor starting later finds the status and does not run the script.
+    return history.set_status(run_id, RunStatus.CANCELED, error="canceled before it started")
 
 
-def _supervisor_pid(folder: str) -> int | None:
+def _supervisor_identity(folder: str) -> dict[str, Any]:
+    """What the supervisor wrote about itself: pid, host, and the script's pid."""
     import json
 
     try:
         with open(os.path.join(folder, "supervisor.json"), encoding="utf-8") as fh:
-            pid = json.load(fh).get("pid")
-    except (OSError, ValueError, AttributeError):
-        return None
+            who = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return who if isinstance(who, dict) else {}
+
+
+def _supervisor_pid(folder: str) -> int | None:
+    pid = _supervisor_identity(folder).get("pid")
     return pid if isinstance(pid, int) else None
 
 

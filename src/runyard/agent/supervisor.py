@@ -70,6 +70,7 @@ try:
 except (OSError, AttributeError):  # pragma: no cover - not Linux
     _PRCTL = None
 _PR_SET_PDEATHSIG: Final = 1
+_PR_SET_CHILD_SUBREAPER: Final = 36
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -128,6 +129,9 @@ class _History:
             raise RuntimeError(f"the run history cannot be used: {self.error}") from self.error
         return self.history
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def ready(self) -> RunHistory | None:
         """The history if it is loaded by now (None while loading); raises when it failed."""
         if self._thread.is_alive():
@@ -159,8 +163,11 @@ def supervise(ws: Workspace, run_id: str) -> int:
     request = RunRequest.load(folder)
     log_path = os.path.join(folder, DRIVER_LOG)
     host = os.uname().nodename
-    with open(os.path.join(folder, "supervisor.json"), "w", encoding="utf-8") as fh:
-        json.dump({"pid": os.getpid(), "host": host, "started": time.time()}, fh)
+    _write_identity(folder, {"pid": os.getpid(), "host": host, "started": time.time()})
+    if _PRCTL is not None:
+        # Orphans of the script (a daemon it started) become our children, so
+        # that nothing it started outlives the run.
+        _PRCTL(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     cancel = _Cancel()
 
@@ -185,6 +192,24 @@ def supervise(ws: Workspace, run_id: str) -> int:
         RunEnd(RunStatus.FAILED.value, None, None, message, None, time.time()).write(folder)
         return 1
 
+    def canceled_early() -> int | None:
+        """Before anything runs: a cancel that came first ends the run here."""
+        if not os.path.exists(os.path.join(folder, CANCEL_FILE)) and not (
+                background.done() and background.ended_before):
+            return None
+        log.close()
+        reason = "canceled before it started"
+        try:
+            h = background.get()
+            if not h.get_run(run_id).is_terminal:
+                h.set_status(run_id, RunStatus.CANCELED, error=reason)
+        except Exception as exc:
+            _append(log_path, f"runyard: the cancel could not be recorded: {exc}\n")
+        RunEnd(RunStatus.CANCELED.value, None, None, reason, None, time.time()).write(folder)
+        return 130
+
+    if (code := canceled_early()) is not None:
+        return code
     try:
         workdir = materialize(store, request.snapshot_id, os.path.join(folder, WORK_DIR),
                               lower_cache=os.path.join(ws.cache_dir, LOWER_CACHE))
@@ -209,6 +234,9 @@ def supervise(ws: Workspace, run_id: str) -> int:
     command = [sys.executable, request.script, *request.arguments]
     outputs = OutputsSync(store, wd, prefix="outputs")
     logs = LogsMirror(logs_dir, os.path.join(folder, "logs"))
+    if (code := canceled_early()) is not None:
+        workdir.cleanup()
+        return code
     started = time.time()
     try:
         proc = subprocess.Popen(
@@ -219,6 +247,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         workdir.cleanup()
         return fail_early(f"the script could not be started ({command[0]})", exc)
 
+    _write_identity(folder, {"pid": os.getpid(), "host": host, "started": started, "script_pid": proc.pid})
     command_line = " ".join(command)
     history: RunHistory | None = None
     unrecordable: Exception | None = None
@@ -291,13 +320,21 @@ def supervise(ws: Workspace, run_id: str) -> int:
                 _quietly(partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
         time.sleep(TICK)
 
-    # The script has ended. Whatever it left behind in its group goes too, so
-    # that nothing holds the output pipe open.
-    _signal_group(proc.pid, signal.SIGTERM)
-    pumper.join(timeout=2.0)
-    if pumper.is_alive():
-        _signal_group(proc.pid, signal.SIGKILL)
-        pumper.join(timeout=2.0)
+    # The script has ended: its end is decided now (a cancel arriving while
+    # its outputs are synced does not change it).
+    if unrecordable is not None:
+        final = RunStatus.FAILED
+    else:
+        final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
+    if history is not None:
+        _quietly(partial(history.set_status, run_id, RunStatus.FINALIZING))
+    # Whatever it left behind goes too: its process group, and any process it
+    # started that escaped the group (reparented to us, the subreaper).
+    _end_leftovers(proc.pid)
+    pumper.join(timeout=1.0)
+    if pumper.is_alive():  # something outside our reach holds the pipe: stop reading it
+        _quietly(proc.stdout.close)
+        pumper.join(timeout=1.0)
     log.close()
 
     # Everything the run produced goes into the store first (no history
@@ -324,13 +361,12 @@ def supervise(ws: Workspace, run_id: str) -> int:
         artifacts.append(_store_file(store, log_path, DRIVER_LOG_ARTIFACT))
     except Exception as exc:
         problems.append(f"storing the driver log failed: {exc}")
-    workdir.cleanup()
+    try:
+        workdir.cleanup()
+    except Exception as exc:  # what is left is cleaned up by the next reader (cleanup_stale)
+        problems.append(f"removing the working directory failed: {exc}")
     _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
 
-    if unrecordable is not None:
-        final = RunStatus.FAILED
-    else:
-        final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None
     error: str | None = None
@@ -368,6 +404,74 @@ def _as_artifacts(records: Iterable[ArtifactRecord]) -> list[Artifact]:
 def _store_file(store: ObjectStore, path: str, name: str) -> Artifact:
     digest, size, _ = store.put_file(path)
     return Artifact(name, size, digest, os.path.getmtime(path))
+
+
+def _end_leftovers(pgid: int, grace: float = 1.0) -> None:
+    """SIGTERM the script's process group and our other children, wait up to
+    ``grace`` seconds, then SIGKILL whatever is left; reap them all."""
+
+    def children() -> list[int]:
+        me = str(os.getpid())
+        out: list[int] = []
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return out
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1].decode() == me and fields[0] not in (b"Z", b"X"):
+                out.append(int(name))
+        return out
+
+    def signal_all(sig: int) -> bool:
+        alive = False
+        try:
+            os.killpg(pgid, sig)
+            alive = True
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in children():
+            try:
+                os.kill(pid, sig)
+                alive = True
+            except ProcessLookupError:
+                pass
+        return alive
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    if signal_all(signal.SIGTERM):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            reap()
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                if not children():
+                    break
+            time.sleep(0.02)
+        signal_all(signal.SIGKILL)
+    reap()
+
+
+def _write_identity(folder: str, who: dict[str, Any]) -> None:
+    tmp = os.path.join(folder, ".supervisor.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(who, fh)
+    os.replace(tmp, os.path.join(folder, "supervisor.json"))
 
 
 def _signal_group(pid: int, sig: int) -> None:
