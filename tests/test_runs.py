@@ -488,3 +488,20 @@ def test_a_symlinked_script_is_refused(workspace: Workspace, src: Path, tmp_path
     os.symlink(outside, src / "link.py")
     r = cli(workspace, "run", "--source-dir", str(src), "link.py")
     assert r.returncode == 1 and "is a symlink" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_locked_history_does_not_hold_up_a_cancel(workspace: Workspace, src: Path) -> None:
+    import sqlite3
+
+    write(src, "slow.py", SIGTERM_AWARE)
+    run = submit(workspace, src, "slow.py")
+    _wait_for_log(workspace, run.id, "started")
+    lock = sqlite3.connect(os.path.join(workspace.path, "history.db"), isolation_level=None, timeout=30)
+    lock.execute("BEGIN IMMEDIATE")  # every write to the history now waits
+    try:
+        run.cancel()  # a file and a signal: no history needed
+        _wait_for_log(workspace, run.id, "got SIGTERM", timeout=20)  # while the history is still locked
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Canceled"

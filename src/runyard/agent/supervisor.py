@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -94,6 +95,41 @@ class _Cancel:
         if not self.requested:
             self.requested = True
             self.reason = reason
+
+
+class _Recorder:
+    """History writes off the supervise loop, in order, on one thread: a busy
+    or locked database must not delay a cancel, the logs or the kill grace.
+
+    A kind of write already waiting is not queued again (a heartbeat, say).
+    Failures are left for the next write: the end is recorded by
+    ``record_end``, which also waits for this queue (``stop``).
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="runyard-recorder", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, write: Callable[[], Any]) -> None:
+        with self._lock:
+            if kind in self._pending:
+                return
+            self._pending.add(kind)
+        self._queue.put((kind, write))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            kind, write = item
+            with self._lock:
+                self._pending.discard(kind)
+            _quietly(write)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 class _History:
@@ -252,8 +288,10 @@ def supervise(ws: Workspace, run_id: str) -> int:
     history: RunHistory | None = None
     unrecordable: Exception | None = None
 
+    recorder = _Recorder()
+
     def ready_history() -> RunHistory | None:
-        """The history once loaded (the run marked Running then); None before."""
+        """The history once loaded (the run marked Running then, off this loop); None before."""
         nonlocal history
         if history is None:
             h = background.ready()
@@ -261,8 +299,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
                 if background.ended_before:
                     cancel.request("canceled before it started")
                 else:
-                    h.set_status(run_id, RunStatus.RUNNING, started=started, working_dir=wd,
-                                 command_line=command_line)
+                    recorder.submit("running", partial(h.set_status, run_id, RunStatus.RUNNING, started=started,
+                                                       working_dir=wd, command_line=command_line))
                 history = h
         return history
 
@@ -300,11 +338,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
                 cancel.request(f"the run could not be recorded: {exc}")
         if history is not None and now - last_beat >= HEARTBEAT_EVERY:
             last_beat = now
-            try:
-                if history.heartbeat(run_id) is RunStatus.CANCELED:
-                    cancel.request("canceled")
-            except Exception:  # a busy or unreachable history must not kill the run
-                pass
+            recorder.submit("heartbeat", partial(_beat, history, run_id, cancel))
         if cancel.requested:
             if killed_at is None:
                 killed_at = now
@@ -317,7 +351,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         if now - last_out >= OUTPUTS_EVERY:
             last_out = now
             if _store_outputs(outputs) and history is not None:
-                _quietly(partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
+                recorder.submit("outputs", partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
         time.sleep(TICK)
 
     # The script has ended: its end is decided now (a cancel arriving while
@@ -327,7 +361,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
     else:
         final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
     if history is not None:
-        _quietly(partial(history.set_status, run_id, RunStatus.FINALIZING))
+        recorder.submit("finalizing", partial(history.set_status, run_id, RunStatus.FINALIZING))
+    recorder.stop()  # what is queued is written; record_end below waits for it
     # Whatever it left behind goes too: its process group, and any process it
     # started that escaped the group (reparented to us, the subreaper).
     _end_leftovers(proc.pid)
@@ -387,6 +422,12 @@ def supervise(ws: Workspace, run_id: str) -> int:
     except Exception:
         _append(log_path, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
     return exit_code_for(final, exit_code, sig)
+
+
+def _beat(history: RunHistory, run_id: str, cancel: _Cancel) -> None:
+    """A heartbeat; the status it returns shows a cancel made by setting it."""
+    if history.heartbeat(run_id) is RunStatus.CANCELED:
+        cancel.request("canceled")
 
 
 def _store_outputs(outputs: OutputsSync) -> bool:
