@@ -58,7 +58,11 @@ class Run:
     @property
     def history(self) -> RunHistory:
         if self._history is None:
-            self._history = self.workspace.open_history()
+            from runyard.runs import ensure_recorded
+
+            history = self.workspace.open_history()
+            ensure_recorded(self.workspace, self.id, history)  # a script may log before its supervisor records it
+            self._history = history
         return self._history
 
     @property

@@ -231,19 +231,40 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
 
 
 def record(history: RunHistory, request: RunRequest) -> RunRecord:
-    """The run's record, made (Queued) if it is not there yet."""
-    from runyard.errors import NotFoundError
+    """The run's record, made (Queued) if it is not there yet.
+
+    The supervisor and the script itself (its first metric) may both make it;
+    whichever comes second finds it made.
+    """
+    from runyard.errors import HistoryError, NotFoundError
 
     try:
         return history.get_run(request.run_id)
     except NotFoundError:
         pass
-    return history.create_run(
-        request.experiment, run_id=request.run_id, status=RunStatus.QUEUED, created=request.created,
-        parent_run_id=request.parent_run_id, tags=request.tags or None, snapshot_id=request.snapshot_id,
-        source_dir=request.source_dir, script=request.script, arguments=request.arguments,
-        compute_target=request.compute_target, python_version=request.python_version, **request.git,
-    )
+    try:
+        return history.create_run(
+            request.experiment, run_id=request.run_id, status=RunStatus.QUEUED, created=request.created,
+            parent_run_id=request.parent_run_id, tags=request.tags or None, snapshot_id=request.snapshot_id,
+            source_dir=request.source_dir, script=request.script, arguments=request.arguments,
+            compute_target=request.compute_target, python_version=request.python_version, **request.git,
+        )
+    except HistoryError:
+        return history.get_run(request.run_id)  # made meanwhile by the other side (else: raises NotFound)
+
+
+def ensure_recorded(ws: Workspace, run_id: str, history: RunHistory) -> None:
+    """Make sure a run prepared by ``runyard run`` has its record, for the
+    script's first write (the supervisor may record it a moment later)."""
+    from runyard.errors import NotFoundError
+
+    try:
+        history.get_run(run_id)
+    except NotFoundError:
+        folder = os.path.join(ws.runs_dir, run_id)
+        if not os.path.exists(os.path.join(folder, REQUEST_FILE)):
+            raise
+        record(history, RunRequest.load(folder))
 
 
 def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
@@ -329,18 +350,13 @@ def _supervisor_process(id_r: int, pid_w: int) -> None:  # pragma: no cover - fo
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        # Warm up while the caller starts and takes the snapshot: the light
-        # modules now, the run history (SQLAlchemy) in a thread, which may
-        # still be busy when the run starts: the working directory is made and
-        # the script started meanwhile.
-        import threading
-
+        # Warm up while the caller starts and takes the snapshot. The run
+        # history (SQLAlchemy) is loaded later, by the supervisor, once the
+        # script has run a moment or at its end (see agent.supervisor._History).
         import runyard.agent.artifacts
         import runyard.agent.workdir  # noqa: F401
         from runyard.agent.supervisor import supervise
         from runyard.workspace import Workspace
-
-        threading.Thread(target=lambda: __import__("runyard.history.store"), daemon=True).start()
 
         chunks = []
         while chunk := os.read(id_r, 4096):

@@ -29,6 +29,7 @@ import ctypes
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -56,6 +57,8 @@ LOWER_CACHE: Final = "lower"
 """Shared, per-snapshot overlay lower layers, in the workspace's cache folder."""
 WORK_DIR: Final = "work"
 """The working directory's folder (overlay layers or copy) in the run's folder."""
+HISTORY_AFTER: Final = 0.3
+"""Seconds into the script's run after which the run history is loaded (see _History)."""
 HEARTBEAT_EVERY: Final = 2.0
 LOGS_EVERY: Final = 0.1
 OUTPUTS_EVERY: Final = 1.0
@@ -133,7 +136,14 @@ class _Recorder:
 
 
 class _History:
-    """The run history, opened (and the run recorded) in a background thread."""
+    """The run history, opened (and the run recorded) in a background thread.
+
+    Loading it is the slowest import there is here (SQLAlchemy, ~0.2 s of
+    CPU). It starts once the script has run for ``HISTORY_AFTER`` seconds, or
+    at the end: a short script then never shares the interpreter with that
+    import, and its end is in the store and the end file before the history
+    is even loaded (readers wait for the record meanwhile).
+    """
 
     def __init__(self, ws: Workspace, request: RunRequest, host: str) -> None:
         self._ws, self._request, self._host = ws, request, host
@@ -142,7 +152,12 @@ class _History:
         self.ended_before = False
         """The run was ended (canceled) before its supervisor could record it."""
         self._thread = threading.Thread(target=self._open, name="runyard-history", daemon=True)
-        self._thread.start()
+        self.started = False
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self._thread.start()
 
     def _open(self) -> None:
         from runyard.runs import record
@@ -160,17 +175,18 @@ class _History:
 
     def get(self) -> RunHistory:
         """The history, waiting for it; raises when it cannot be used."""
+        self.start()
         self._thread.join()
         if self.history is None:
             raise RuntimeError(f"the run history cannot be used: {self.error}") from self.error
         return self.history
 
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return self.started and not self._thread.is_alive()
 
     def ready(self) -> RunHistory | None:
-        """The history if it is loaded by now (None while loading); raises when it failed."""
-        if self._thread.is_alive():
+        """The history if it is loaded by now (None while loading or not started); raises when it failed."""
+        if not self.done():
             return None
         return self.get()
 
@@ -320,7 +336,13 @@ def supervise(ws: Workspace, run_id: str) -> int:
     pumper = threading.Thread(target=pump, name="runyard-log-pump", daemon=True)
     pumper.start()
 
+    # Woken the moment the script exits (a pidfd), else every TICK.
+    try:
+        exited = os.pidfd_open(proc.pid)
+    except (OSError, AttributeError):
+        exited = None
     grace = _grace()
+    script_start = time.monotonic()
     killed_at: float | None = None
     last_beat = last_out = last_logs = time.monotonic()
     while True:
@@ -330,6 +352,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
         now = time.monotonic()
         if os.path.exists(os.path.join(folder, CANCEL_FILE)):
             cancel.request("canceled (runyard cancel)")
+        if not background.started and now - script_start >= HISTORY_AFTER:
+            background.start()
         if history is None and unrecordable is None:
             try:
                 ready_history()
@@ -352,7 +376,12 @@ def supervise(ws: Workspace, run_id: str) -> int:
             last_out = now
             if _store_outputs(outputs) and history is not None:
                 recorder.submit("outputs", partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
-        time.sleep(TICK)
+        if exited is None:
+            time.sleep(TICK)
+        else:
+            select.select([exited], [], [], TICK)
+    if exited is not None:
+        os.close(exited)
 
     # The script has ended: its end is decided now (a cancel arriving while
     # its outputs are synced does not change it).
