@@ -17,6 +17,7 @@ directory too). The manifest is stored as the blob named by that id.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ from runyard.errors import StoreError
 from runyard.store.base import HASH_NAME, check_digest, hash_bytes
 
 FORMAT: Final = "runyard-manifest/1"
+_NEEDS_ESCAPE: Final = re.compile(r'["\\\x00-\x1f]')
 FILE: Final = "file"
 LINK: Final = "link"
 DIR: Final = "dir"
@@ -68,7 +70,11 @@ class Manifest:
         separators=(",", ":"))`` of the document (a test holds the two equal),
         written out by hand because this runs on every snapshot.
         """
-        s = json.dumps
+        def s(text: str, ensure_ascii: bool = False) -> str:
+            # json.dumps(text, ensure_ascii=False), without its cost when
+            # nothing needs escaping (almost every path).
+            return json.dumps(text, ensure_ascii=False) if _NEEDS_ESCAPE.search(text) else f'"{text}"'
+
         parts = []
         for e in self.entries:
             if e.type == FILE:

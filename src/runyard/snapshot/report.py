@@ -73,7 +73,14 @@ def dir_stats(files: list[FileEntry]) -> dict[str, DirStat]:
 
 
 def largest_files(files: list[FileEntry], n: int = TOP_N) -> list[FileEntry]:
-    return sorted(files, key=lambda f: (-f.size, f.path))[:n]
+    """The ``n`` biggest, biggest first (equal sizes in path order)."""
+    import heapq
+
+    return sorted(heapq.nlargest(n, files, key=_size_of), key=lambda f: (-f.size, f.path))
+
+
+def _size_of(f: FileEntry) -> int:
+    return f.size
 
 
 def largest_dirs(dirs: dict[str, DirStat], n: int = TOP_N, by_count: bool = False) -> list[DirStat]:

@@ -45,9 +45,10 @@ def load(path: str) -> dict[str, tuple[Key, str]]:
             return {}
         horizon = int(started_ns) - RACY_WINDOW_NS
         out: dict[str, tuple[Key, str]] = {}
+        is_digest = _DIGEST.fullmatch
         for rel, (size, mtime, ctime, ino, exe, digest) in entries.items():
-            if not (type(rel) is str and type(digest) is str and _DIGEST.fullmatch(digest)
-                    and all(type(v) is int for v in (size, mtime, ctime, ino))):
+            if (type(rel) is not str or type(digest) is not str or not is_digest(digest) or type(size) is not int
+                    or type(mtime) is not int or type(ctime) is not int or type(ino) is not int):
                 return {}  # damaged (or written by something else): trust none of it
             if mtime < horizon and ctime < horizon:
                 out[rel] = ((size, mtime, ctime, ino, bool(exe)), digest)
