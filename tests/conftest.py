@@ -4,7 +4,9 @@ from the outside, and git configured to read no global or system files."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,21 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     yield
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder nobody can reach too (pytest's tmp_path is private to root);
+    removed afterwards even where a test made parts of it unreadable."""
+    d = Path(tempfile.mkdtemp(prefix="runyard-shared-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        for dirpath, dirnames, _ in os.walk(d):
+            for n in dirnames:
+                os.chmod(os.path.join(dirpath, n), 0o755, follow_symlinks=False)
+        shutil.rmtree(d)
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -33,6 +31,7 @@ from runyard.agent.artifacts import (
     check_name,
 )
 from runyard.store.local import LocalStore
+from unprivileged import nobody_python
 
 SETTLE = 2 * CLOCK_SLACK_NS / 1e9
 """Sleep this long for a file to count as left alone before a scan."""
@@ -338,34 +337,8 @@ print(json.dumps({"records": [r.name for r in recs], "issues": [[i.name, i.kind,
 """
 
 
-def _nobody_python() -> tuple[list[str], dict[str, str]] | None:
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        return None
-    import runyard
-
-    env = {**os.environ, "HOME": "/tmp", "PYTHONPATH": os.pathsep.join(
-        [str(Path(runyard.__file__).resolve().parents[1]), str(Path(blake3.__file__).resolve().parents[1])])}
-    nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    for py in (sys.executable, f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"):
-        if os.path.exists(py) and subprocess.run([*nobody, py, "-c", "import runyard.agent.artifacts"],
-                                                 capture_output=True, env=env, cwd="/").returncode == 0:
-            return [*nobody, py], env
-    return None
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="runyard-art-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d)
-
-
 def test_really_unreadable_files_and_folders_as_nobody(shared_dir: Path) -> None:
-    cmd = _nobody_python()
+    cmd = nobody_python("runyard.agent.artifacts")
     if cmd is None:
         pytest.skip("needs root, setpriv and a Python nobody can run (the simulated EACCES test covers the rest)")
     prefix, env = cmd

@@ -39,6 +39,7 @@ from runyard.store.base import ObjectStore, blob_key
 from runyard.store.local import LocalStore
 from runyard.workspace import Workspace
 from trees import EMPTY_DIR, Exe, Link, write_tree
+from unprivileged import nobody_python
 
 # -- trees -------------------------------------------------------------------------
 
@@ -463,45 +464,6 @@ print(json.dumps(out))
 """
 
 
-def unprivileged_python() -> tuple[list[str], dict[str, str]] | None:
-    """A command prefix running Python as nobody, with runyard importable; None if impossible."""
-    if os.geteuid() != 0:
-        return [sys.executable], dict(os.environ)
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    import runyard
-
-    src = str(Path(runyard.__file__).resolve().parents[1])
-    deps = str(Path(blake3.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, deps]), "HOME": "/tmp"}
-    nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    # The venv's interpreter may live where nobody cannot read (under root's home, e.g. pyenv); a
-    # system Python of the same version can import runyard from its source.
-    for py in (sys.executable, f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"):
-        if not os.path.exists(py):
-            continue
-        probe = subprocess.run([*nobody, py, "-c", "import runyard.agent.workdir, blake3"],
-                               capture_output=True, env=env, cwd="/")
-        if probe.returncode == 0:
-            return [*nobody, py], env
-    return None
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder nobody can reach (pytest's tmp_path is private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="runyard-wd-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        for dirpath, dirnames, _ in os.walk(d):
-            for n in dirnames:
-                os.chmod(os.path.join(dirpath, n), 0o755, follow_symlinks=False)
-        shutil.rmtree(d)
-
-
 def test_an_unprivileged_supervisor_gets_a_correct_isolated_copy(shared_dir: Path) -> None:
     ws = Workspace.create(shared_dir / "ws")
     sid = ws.snapshot(write_tree(shared_dir / "src", TREE)).id
@@ -510,7 +472,8 @@ def test_an_unprivileged_supervisor_gets_a_correct_isolated_copy(shared_dir: Pat
     before = store_state(store)
     runs = shared_dir / "runs"
     runs.mkdir()
-    cmd = unprivileged_python()
+    cmd = ([sys.executable], dict(os.environ)) if os.geteuid() != 0 else nobody_python(
+        "runyard.agent.workdir, blake3")
     if cmd is None:
         # No interpreter nobody can run: the fallback is forced in-process instead.
         with materialize(store, sid, runs / "r", method="copy") as wd:
