@@ -235,7 +235,7 @@ def test_a_dead_supervisor_is_found_and_the_run_marked_failed(workspace: Workspa
     assert record.status is RunStatus.RUNNING and record.supervisor_pid
     os.kill(record.supervisor_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while runs_mod._pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
+    while runs_mod.pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
     assert run.get_status() == "Failed"
@@ -479,7 +479,7 @@ def test_nothing_the_script_started_outlives_the_run(workspace: Workspace, src: 
     run = submit(workspace, src, "spawner.py")
     assert run.wait_for_completion()["status"] == "Completed"
     for pid in map(int, pids.read_text().split()):
-        assert not runs_mod._pid_alive(pid), f"process {pid} outlived its run"
+        assert not runs_mod.pid_alive(pid), f"process {pid} outlived its run"
 
 
 def test_a_symlinked_script_is_refused(workspace: Workspace, src: Path, tmp_path: Path) -> None:

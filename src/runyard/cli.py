@@ -346,10 +346,10 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
     """
     from runyard.history import RunStatus
     from runyard.run import LogPosition, stream_log
-    from runyard.runs import _pid_alive, exit_code_for, exit_code_of, get_run, read_end, request_cancel
+    from runyard.runs import exit_code_for, exit_code_of, get_run, pid_alive, read_end, request_cancel
 
     def ended() -> bool:
-        return read_end(ws, run_id) is not None or not _pid_alive(supervisor_pid)
+        return read_end(ws, run_id) is not None or not pid_alive(supervisor_pid)
 
     import signal
 

@@ -388,7 +388,7 @@ def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
     return run
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     """Whether a local process exists and is not a zombie (dead, not yet reaped)."""
     if not pid:
         return False
@@ -414,7 +414,7 @@ def is_lost(run: RunRecord, *, now: float | None = None) -> bool:
     if run.host and run.host != os.uname().nodename:
         return age > LOST_AFTER_REMOTE
     if run.supervisor_pid is not None:
-        return not _pid_alive(run.supervisor_pid)  # its process is gone: lost now
+        return not pid_alive(run.supervisor_pid)  # its process is gone: lost now
     return age > LOST_AFTER  # no supervisor yet: give it time to start
 
 
@@ -435,7 +435,7 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
         end = RunEnd.read(folder) if folder is not None else None
         local = not run.host or run.host == os.uname().nodename
         pid = run.supervisor_pid or (_supervisor_pid(folder) if folder is not None else None)
-        if end is not None and local and not _pid_alive(pid):
+        if end is not None and local and not pid_alive(pid):
             # It ended and wrote so, but died before recording it: record it now.
             try:
                 record_end(history, run.id, end)
@@ -483,7 +483,7 @@ def _record_of(ws: Workspace, run_id: str, history: RunHistory) -> RunRecord:
         if not os.path.exists(os.path.join(folder, REQUEST_FILE)):
             raise
     deadline = time.monotonic() + END_RECORD_WAIT
-    while _pid_alive(_supervisor_pid(folder)) and time.monotonic() < deadline:
+    while pid_alive(_supervisor_pid(folder)) and time.monotonic() < deadline:
         time.sleep(0.02)
         try:
             return history.get_run(run_id)
@@ -518,7 +518,7 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     if not run.is_terminal and os.path.exists(os.path.join(folder, END_FILE)):
         pid = run.supervisor_pid or _supervisor_pid(folder)  # the folder knows it before the history does
         deadline = time.monotonic() + END_RECORD_WAIT
-        while not run.is_terminal and _pid_alive(pid) and time.monotonic() < deadline:
+        while not run.is_terminal and pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
             run = history.get_run(run_id)
     if reap_lost(history, [run], ws=ws):
@@ -535,7 +535,7 @@ def request_cancel(ws: Workspace, run_id: str, pid: int | None = None) -> bool:
     with open(os.path.join(folder, "cancel"), "w", encoding="utf-8") as fh:
         fh.write(f"{time.time()}\n")
     pid = pid or _supervisor_pid(folder)
-    if pid and _pid_alive(pid):
+    if pid and pid_alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
             return True
