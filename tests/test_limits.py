@@ -232,8 +232,8 @@ def test_default_size_limit_message(tmp_path: Path, cli: Cli, workspace: Workspa
 def test_exactly_300_mib_is_not_over() -> None:
     at = [FileEntry("a", False, 300 * MiB, False, 0, 0, 0)]
     over = [FileEntry("a", False, 300 * MiB + 1, False, 0, 0, 0)]
-    assert over_limit_message("/src", at, Limits(), "/src/.amlignore") is None
-    assert over_limit_message("/src", over, Limits(), "/src/.amlignore") is not None
+    assert over_limit_message("/src", at, Limits()) is None
+    assert over_limit_message("/src", over, Limits()) is not None
 
 
 def test_default_file_limit(tmp_path: Path, cli: Cli, workspace: Workspace) -> None:

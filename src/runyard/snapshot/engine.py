@@ -20,7 +20,6 @@ from runyard.errors import SnapshotError, SnapshotLimitError
 from runyard.snapshot import manifest as mf
 from runyard.snapshot import statcache
 from runyard.snapshot.report import (
-    ignore_file_hint,
     largest_files,
     likely_secrets,
     over_limit_message,
@@ -121,7 +120,7 @@ def take_snapshot(
     if errors:
         raise SnapshotError(_errors_message(src, errors))
     regular = [f for f in w.files if not f.is_link]
-    msg = over_limit_message(src, w.files, limits, ignore_file_hint(src))
+    msg = over_limit_message(src, w.files, limits)
     if msg is not None:
         raise SnapshotLimitError(msg)
 

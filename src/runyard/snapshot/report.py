@@ -181,7 +181,7 @@ def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB"
 
 
-def over_limit_message(source: str, files: list[FileEntry], limits: Limits, ignore_file_hint: str) -> str | None:
+def over_limit_message(source: str, files: list[FileEntry], limits: Limits) -> str | None:
     """The error text when the tree is over a limit, or None when it is not."""
     total_b = sum(f.size for f in files)
     total_n = len(files)
@@ -213,7 +213,7 @@ def over_limit_message(source: str, files: list[FileEntry], limits: Limits, igno
     suggestions = suggest_ignore_lines(files, limits)
     if suggestions:
         lines.append("")
-        lines.append(f"To leave them out, add these lines to {ignore_file_hint}:")
+        lines.append(f"To leave them out, add these lines to {ignore_file_hint(source)}:")
         for s in suggestions:
             lines.append(f"  {s}")
         lines.append("Keep data in a datastore instead of the source directory; "
