@@ -1,0 +1,1 @@
+"""Datastores, datasets and the data a run reads and writes."""
