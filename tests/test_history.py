@@ -44,7 +44,7 @@ DIGEST = "a" * 64
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     path = tmp_path / "history.db"
-    assert migrate(path) == [1]
+    assert migrate(path) == [1, 2]
     return path
 
 
@@ -75,8 +75,9 @@ def test_migrate_from_empty_makes_every_table_in_wal_mode(db_path: Path) -> None
     con = sqlite3.connect(db_path)
     try:
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert names == {"schema_version", "experiments", "runs", "metrics", "tags", "properties", "artifacts"}
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert names == {"schema_version", "experiments", "runs", "metrics", "tags", "properties", "artifacts",
+                         "datastores", "datasets", "dataset_versions", "run_data"}
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         con.close()
@@ -93,9 +94,10 @@ def test_migrate_is_idempotent_and_safe_to_run_at_once(tmp_path: Path) -> None:
     results = sorted(queue.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert results == ["[1]", "[]", "[]", "[]"]
+    applied = [v for r in results for v in json.loads(r)]
+    assert sorted(applied) == [1, 2], results  # every step applied once, by whichever process came first
     assert migrate(path) == []
-    assert RunHistory.open(path).check() == 1
+    assert RunHistory.open(path).check() == 2
 
 
 def _migrate_worker(path: str, queue: Any) -> None:
@@ -137,7 +139,7 @@ def test_migrated_schema_is_the_schema_the_code_uses(db_path: Path) -> None:
 
 def test_a_newer_database_asks_to_upgrade_runyard(db_path: Path) -> None:
     con = sqlite3.connect(db_path)
-    con.execute("INSERT INTO schema_version VALUES (2, 0, '9.9', 'from the future')")
+    con.execute("INSERT INTO schema_version VALUES (99, 0, '9.9', 'from the future')")
     con.commit()
     con.close()
     with pytest.raises(SchemaVersionError, match=r"newer runyard.*pip install -U runyard"):

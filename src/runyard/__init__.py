@@ -11,10 +11,18 @@ The public SDK. Names follow Azure ML SDK v1 where a concept is the same.
 from __future__ import annotations
 
 from runyard.config import Limits
+from runyard.data.dataset import Dataset, FileDataset
+from runyard.data.datastore import Datastore
+from runyard.data.inputs import DataPath, DatasetConsumptionConfig, OutputFileDatasetConfig
 from runyard.errors import (
     BlobNotFoundError,
     ConfigError,
     CorruptBlobError,
+    DataChangedError,
+    DataError,
+    DatastoreAuthError,
+    DatastoreError,
+    DatastoreUnreachableError,
     HistoryError,
     NotFoundError,
     PropertyConflictError,
@@ -37,10 +45,21 @@ __all__ = [
     "BlobNotFoundError",
     "ConfigError",
     "CorruptBlobError",
+    "DataChangedError",
+    "DataError",
+    "DataPath",
+    "Dataset",
+    "DatasetConsumptionConfig",
+    "Datastore",
+    "DatastoreAuthError",
+    "DatastoreError",
+    "DatastoreUnreachableError",
     "Experiment",
+    "FileDataset",
     "HistoryError",
     "Limits",
     "NotFoundError",
+    "OutputFileDatasetConfig",
     "PropertyConflictError",
     "Run",
     "RunError",

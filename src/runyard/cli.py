@@ -9,79 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any, NoReturn
+from typing import Any
 
 import click
 
+from runyard.cli_common import _Failure, _Group, _open_workspace, _workspace_opt
 from runyard.errors import RunyardError
-
-
-class _Failure(click.ClickException):
-    """A RunyardError shown as its message alone (no 'Error:' prefix)."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        # click declares exit_code on the class; ours carries the error's own code.
-        self.exit_code = exit_code  # type: ignore[misc]
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(self.message, err=True)
-
-
-def _fail(exc: RunyardError) -> NoReturn:
-    raise _Failure(str(exc), exc.exit_code) from exc
-
-
-def _pop_notice(ctx: click.Context) -> str | None:
-    obj = ctx.find_root().obj
-    return obj.pop("notice", None) if isinstance(obj, dict) else None
-
-
-class _Group(click.Group):
-    """Turns RunyardError into a clean message and exit code 1, never a traceback.
-
-    A notice (the home workspace was just made) goes after the command's
-    output or error, so an error message is always the start of stderr.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            try:
-                result = super().invoke(ctx)
-            except RunyardError as exc:
-                _fail(exc)
-        except SystemExit:  # `runyard run` exits with the script's code
-            notice = _pop_notice(ctx)
-            if notice:
-                click.echo(notice, err=True)
-            raise
-        except _Failure as failure:
-            notice = _pop_notice(ctx)
-            if notice:
-                raise _Failure(f"{failure.message}\n{notice}", failure.exit_code) from failure
-            raise
-        notice = _pop_notice(ctx)
-        if notice:
-            click.echo(notice, err=True)
-        return result
-
-
-def _workspace_opt(ctx: click.Context) -> str | None:
-    obj = ctx.find_root().obj or {}
-    ws = obj.get("workspace")
-    return ws if isinstance(ws, str) else None
-
-
-def _open_workspace(ctx: click.Context) -> Any:
-    from runyard.workspace import Workspace, find_workspace
-
-    found = find_workspace(_workspace_opt(ctx))
-    if found is None:
-        ws = Workspace.from_config(create_default=True)
-        ctx.find_root().obj["notice"] = (f"runyard: created the workspace {ws.path} "
-                                         "(make a project one with: runyard init)")
-        return ws
-    return Workspace(found)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -425,19 +358,52 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
 @click.option("--detach", is_flag=True, help="Print the run id and return; the run goes on in the background.")
 @click.option("--max-bytes", metavar="SIZE", help="Snapshot size limit for this run (0 = none).")
 @click.option("--max-files", metavar="N", help="Snapshot file-count limit for this run (0 = none).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=SOURCE[@MODE]",
+              help="A named input: NAME=dataset:DATASET[:VERSION] or NAME=DATASTORE:PATH, then @download "
+                   "(default) or @mount. Repeatable.")
+@click.option("--output", "outputs", multiple=True, metavar="NAME[=DATASTORE:PATH][@MODE]",
+              help="A declared output folder, stored at DATASTORE:PATH (default default:dataset/{run-id}/"
+                   "{output-name}) at the end (@upload, default) or as written (@mount). Repeatable.")
+@click.option("--register-output", "registers", multiple=True, metavar="NAME=DATASET",
+              help="Register output NAME as a new version of DATASET if the run completes. Repeatable.")
+@click.option("--overwrite-output", "overwrites", multiple=True, metavar="NAME",
+              help="Let output NAME write over files already at its destination. Repeatable.")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, max_bytes: str | None,
-            max_files: str | None, script: str, args: tuple[str, ...]) -> None:
+            max_files: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], registers: tuple[str, ...],
+            overwrites: tuple[str, ...], script: str, args: tuple[str, ...]) -> None:
     """Run SCRIPT from a snapshot of the source directory, in an isolated
-    working directory; ARGS go to the script unchanged. Exits with the
-    script's exit code (128+N if signal N killed it, 130 if canceled)."""
+    working directory; ARGS go to the script unchanged, except that
+    ${{inputs.NAME}} and ${{outputs.NAME}} become the local paths of an
+    input or output. Exits with the script's exit code (128+N if signal N
+    killed it, 130 if canceled)."""
     from runyard.runs import RunSpec
 
     ws = _open_workspace(ctx)
-    spec = RunSpec(source_directory=source_dir, script=script, arguments=list(args), experiment=experiment,
-                   max_bytes=max_bytes, max_files=max_files)
+    arguments: list[str] = list(args)
+    ins: list[Any] = []
+    outs: list[Any] = []
+    if inputs or outputs or registers or overwrites:
+        from runyard.data.inputs import collect, parse_input, parse_output
+
+        ins = [parse_input(ws, text) for text in inputs]
+        outs = [parse_output(ws, text) for text in outputs]
+        by_name = {o.name: o for o in outs}
+        for text in registers:
+            name, sep, dataset = text.partition("=")
+            if not sep or name not in by_name:
+                raise _Failure(f"--register-output '{text}': write NAME=DATASET for an output given with --output "
+                               f"NAME (outputs: {', '.join(by_name) or 'none'}).")
+            by_name[name].register_on_complete(dataset)
+        for name in overwrites:
+            if name not in by_name:
+                raise _Failure(f"--overwrite-output {name}: there is no --output {name}.")
+            by_name[name].overwrite = True
+        arguments, ins, outs = collect(arguments, ins, outs)
+    spec = RunSpec(source_directory=source_dir, script=script, arguments=arguments, experiment=experiment,
+                   max_bytes=max_bytes, max_files=max_files, inputs=ins, outputs=outs)
     _start_and_follow(ws, spec, detach)
 
 
@@ -454,9 +420,12 @@ def rerun_cmd(ctx: click.Context, run_id: str, detach: bool) -> None:
     if old.snapshot_id is None or old.script is None:
         raise _Failure(f"Run {run_id} has no snapshot to run again (it failed before one was taken).")
     git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
+    from runyard.data.lineage import load_plan
+
     spec = RunSpec(source_directory=old.source_dir or ".", script=old.script, arguments=list(old.arguments),
                    experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
-                   git={k: v for k, v in git.items() if v is not None})
+                   git={k: v for k, v in git.items() if v is not None},
+                   data_plan=load_plan(os.path.join(ws.runs_dir, old.id)))
     _start_and_follow(ws, spec, detach)
 
 
@@ -535,6 +504,15 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         click.echo(f"git: {git['commit'][:12]} on {git['branch']}{' (dirty)' if git['dirty'] else ''}")
     if details["error"]:
         click.echo("error:\n  " + details["error"].replace("\n", "\n  "))
+    for label, key in (("inputs", "inputDatasets"), ("outputs", "outputDatasets")):
+        if details[key]:
+            click.echo(f"{label}:")
+        for d in details[key]:
+            what = f"dataset {d['dataset']}:{d['version']}" if d["dataset"] and d["version"] else (
+                f"{d['datastore']}:{d['path']}" if d["datastore"] else f"dataset {d['dataset']}")
+            where = f" -> {d['datastore']}:{d['path']}" if key == "outputDatasets" and d["version"] else ""
+            size = f", {d['files']} files, {format_size(d['bytes'] or 0)}" if d.get("files") is not None else ""
+            click.echo(f"  {d['name']}: {what}{where} ({d['mode']}, {d['state']}{size})")
     if metrics:
         click.echo("metrics:")
         for name, value in sorted(metrics.items()):
@@ -608,6 +586,15 @@ def artifacts_download(ctx: click.Context, run_id: str, pattern: str | None, out
     for p in paths:
         click.echo(p)
 
+
+def _add_data_commands() -> None:
+    from runyard.cli_data import dataset_group, datastore_group
+
+    main.add_command(datastore_group)
+    main.add_command(dataset_group)
+
+
+_add_data_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -20,6 +20,11 @@ chained.
      |    +-- StatusTransitionError a run cannot move to the status asked for
      |    +-- PropertyConflictError a run property is already set to another value
      +-- RunError                   a run cannot be submitted, started or controlled
+     +-- DatastoreError             a datastore cannot be registered, reached or used
+     |    +-- DatastoreUnreachableError  its service did not answer (after retries)
+     |    +-- DatastoreAuthError    its service refused the credentials
+     +-- DataError                  a run's input or output cannot be prepared or stored
+          +-- DataChangedError      the files under a dataset version changed since it was registered
 
 A script that fails is a run *status* (Failed), not an exception.
 """
@@ -83,3 +88,23 @@ class PropertyConflictError(HistoryError):
 
 class RunError(RunyardError):
     """A run cannot be submitted, started, followed or canceled."""
+
+
+class DatastoreError(RunyardError):
+    """A datastore cannot be registered, reached or used."""
+
+
+class DatastoreUnreachableError(DatastoreError):
+    """The datastore's service did not answer (after retries)."""
+
+
+class DatastoreAuthError(DatastoreError):
+    """The datastore's service refused the credentials."""
+
+
+class DataError(RunyardError):
+    """A run's input or output cannot be prepared or stored."""
+
+
+class DataChangedError(DataError):
+    """The files under a dataset version are no longer what it recorded."""

@@ -31,6 +31,10 @@ class ScriptRunConfig:
     """Snapshot size limit for this run (default: env, workspace config, 300 MiB)."""
     max_files: int | str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    inputs: Sequence[Any] = ()
+    """Inputs not named in ``arguments`` (those in it are found there)."""
+    outputs: Sequence[Any] = ()
+    """Declared outputs not named in ``arguments``."""
 
 
 class Experiment:
@@ -53,10 +57,19 @@ class Experiment:
 
         if not config.script:
             raise RunError("ScriptRunConfig needs a script: ScriptRunConfig(source_directory=..., script='train.py').")
+        arguments: list[str] = [str(a) for a in config.arguments]
+        inputs: list[Any] = []
+        outputs: list[Any] = []
+        if config.inputs or config.outputs or any(not isinstance(a, str | int | float) for a in config.arguments):
+            from runyard.data.inputs import collect
+
+            arguments, inputs, outputs = collect(config.arguments, config.inputs, config.outputs)
         spec = RunSpec(
             source_directory=config.source_directory,
             script=config.script,
-            arguments=[str(a) for a in config.arguments],
+            arguments=arguments,
+            inputs=inputs,
+            outputs=outputs,
             experiment=self.name,
             compute_target=config.compute_target,
             max_bytes=config.max_bytes,

@@ -56,6 +56,29 @@ class Run:
         return cls(Workspace(ws_path), run_id)
 
     @property
+    def input_datasets(self) -> dict[str, str]:
+        """Input name -> local path, as the script sees them (Azure ML's ``run.input_datasets``)."""
+        return self._data_paths("input")
+
+    @property
+    def output_datasets(self) -> dict[str, str]:
+        """Declared output name -> the local folder the script writes."""
+        return self._data_paths("output")
+
+    def _data_paths(self, direction: str) -> dict[str, str]:
+        prefix = f"RUNYARD_{direction.upper()}_"
+        if os.environ.get(ENV_RUN_ID) == self.id:  # the script's own run: its environment says
+            return {k[len(prefix):]: v for k, v in os.environ.items() if k.startswith(prefix)}
+        from runyard.data.lineage import load_plan
+
+        plan = load_plan(os.path.join(self.workspace.runs_dir, self.id)) or {}
+        from runyard.data.materialize import local_path
+
+        folder = os.path.join(self.workspace.runs_dir, self.id)
+        return {item["name"]: local_path(folder, self._record().working_dir or folder, item, f"{direction}s")
+                for item in plan.get(f"{direction}s", [])}
+
+    @property
     def history(self) -> RunHistory:
         if self._history is None:
             from runyard.runs import ensure_recorded
@@ -126,7 +149,16 @@ class Run:
             "tags": dict(r.tags),
             "git": {"commit": r.git_commit, "branch": r.git_branch, "dirty": r.git_dirty},
             "host": r.host,
+            "inputDatasets": self._lineage("input"),
+            "outputDatasets": self._lineage("output"),
         }
+
+    def _lineage(self, direction: str) -> list[dict[str, Any]]:
+        from runyard.history.catalog import DataCatalog
+
+        return [{"name": d.name, "mode": d.mode, "dataset": d.dataset, "version": d.version,
+                 "datastore": d.datastore, "path": d.path, "state": d.state, **d.detail}
+                for d in DataCatalog(self.history).run_data(self.id) if d.direction == direction]
 
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
         return _metric_view(self.history.get_metrics(self.id, None if name is None else [name]))
@@ -203,6 +235,9 @@ class OfflineRun(Run):
     @property
     def experiment(self) -> str:
         return "offline"
+
+    def _data_paths(self, direction: str) -> dict[str, str]:
+        return {}
 
     def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
         self._metrics.setdefault(name, []).append(value)

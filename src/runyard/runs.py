@@ -52,6 +52,12 @@ class RunSpec:
     """Run an existing snapshot (rerun) instead of taking one."""
     git: dict[str, Any] | None = None
     """With ``snapshot_id``: the git state the snapshot was taken at (a rerun's parent's)."""
+    inputs: Sequence[Any] = ()
+    """DatasetConsumptionConfig objects (their placeholders may be in ``arguments``)."""
+    outputs: Sequence[Any] = ()
+    """OutputFileDatasetConfig objects."""
+    data_plan: dict[str, Any] | None = None
+    """A data plan as a run folder keeps it (a rerun's parent's), instead of inputs and outputs."""
 
 
 def _git_info(source: str) -> dict[str, Any]:
@@ -138,6 +144,8 @@ class RunEnd:
     command_line: str | None = None
     working_dir: str | None = None
     artifacts: list[Artifact] = field(default_factory=list)
+    data: list[dict[str, Any]] = field(default_factory=list)
+    """What the run read and wrote (inputs and declared outputs), for lineage and registration."""
 
     def write(self, folder: str) -> None:
         import json
@@ -169,9 +177,13 @@ def record_end(history: RunHistory, run_id: str, end: RunEnd) -> RunRecord:
     run = history.get_run(run_id)
     if end.artifacts:  # kept whatever the status: outputs survive every kind of end
         history.upsert_artifacts(run_id, end.artifacts)
+    final = run.status if run.is_terminal else RunStatus(end.status)
+    if end.data:  # before the final status: whoever sees Completed finds the registered outputs
+        from runyard.data.lineage import record_run_data
+
+        record_run_data(history, run_id, final, end.data)
     if run.is_terminal:
         return run  # e.g. canceled by setting its status
-    final = RunStatus(end.status)
     if end.started is not None and run.status not in (RunStatus.RUNNING, RunStatus.FINALIZING):
         history.set_status(run_id, RunStatus.RUNNING, started=end.started, command_line=end.command_line,
                            working_dir=end.working_dir)
@@ -219,14 +231,29 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     else:
         snapshot_id = spec.snapshot_id
     now = time.time()
+    run_id = new_run_id(spec.experiment, now=now)
+    plan = spec.data_plan
+    if plan is not None:
+        from runyard.data.lineage import replan
+
+        plan = replan(plan, run_id, spec.experiment)
+    elif spec.inputs or spec.outputs:
+        from runyard.data.lineage import make_plan
+
+        plan = make_plan(ws, run_id, spec.experiment, spec.inputs, spec.outputs)
     request = RunRequest(
-        run_id=new_run_id(spec.experiment, now=now), experiment=spec.experiment, snapshot_id=snapshot_id,
+        run_id=run_id, experiment=spec.experiment, snapshot_id=snapshot_id,
         source_dir=source, script=script, arguments=[str(a) for a in spec.arguments],
         compute_target=spec.compute_target, parent_run_id=spec.parent_run_id, tags=dict(spec.tags), created=now,
         python_version=sys.version.split()[0],
         git=_git_info(source) if spec.snapshot_id is None else dict(spec.git or {}),
     )
-    request.save(os.path.join(ws.runs_dir, request.run_id))
+    folder = os.path.join(ws.runs_dir, request.run_id)
+    if plan:
+        from runyard.data.lineage import save_plan
+
+        save_plan(folder, plan)
+    request.save(folder)
     return request
 
 

@@ -66,6 +66,10 @@ class LineLog:
             self._fh.write(b"".join(out))
             self._fh.flush()
 
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
     def close(self) -> None:
         """Write the open last line (if any) and close the file."""
         if self._pending:

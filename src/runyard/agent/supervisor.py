@@ -209,6 +209,9 @@ def supervise(ws: Workspace, run_id: str) -> int:
     """
     from runyard.agent.artifacts import LogsMirror, OutputsSync
     from runyard.agent.workdir import materialize, prune_lower_cache
+    from runyard.data.inputs import PLACEHOLDER_RE
+    from runyard.data.materialize import RunData
+    from runyard.errors import RunyardError
     from runyard.runs import RunEnd, RunRequest, exit_code_for, record_end
 
     folder = run_folder(ws, run_id)
@@ -283,10 +286,44 @@ def supervise(ws: Workspace, run_id: str) -> int:
         "RUNYARD_LOGS_DIR": logs_dir,
         "PYTHONUNBUFFERED": "1",
     })
-    command = [sys.executable, request.script, *request.arguments]
+    arguments = list(request.arguments)
+    data: RunData | None = None
+
+    def say(text: str) -> None:
+        """A line of runyard's own in the driver log (also once the script's output is closed)."""
+        if log.closed:
+            _append(log_path, f"runyard: {text}\n")
+        else:
+            log.feed(f"runyard: {text}\n".encode())
+
+    try:
+        data = RunData.load(ws, folder, wd, say)
+    except Exception as exc:
+        workdir.cleanup()
+        return fail_early("reading the run's data plan failed", exc)
+    if data is not None:
+        # Inputs can take a while (downloads, mounts): the run shows Preparing
+        # meanwhile, and a failure here is the run's, recorded before any script runs.
+        try:
+            background.get().set_status(run_id, RunStatus.PREPARING)
+        except Exception as exc:
+            workdir.cleanup()
+            return fail_early("the run could not be recorded", exc)
+        try:
+            env.update(data.prepare())
+        except Exception as exc:
+            problems_early = data.unmount_all()
+            workdir.cleanup()
+            detail = "; ".join([str(exc), *problems_early])
+            return fail_early("preparing the run's data failed", RunyardError(detail))
+        paths = data.paths()
+        arguments = [PLACEHOLDER_RE.sub(lambda m: paths.get(m.group(0), m.group(0)), a) for a in arguments]
+    command = [sys.executable, request.script, *arguments]
     outputs = OutputsSync(store, wd, prefix="outputs")
     logs = LogsMirror(logs_dir, os.path.join(folder, "logs"))
     if (code := canceled_early()) is not None:
+        if data is not None:
+            data.unmount_all()
         workdir.cleanup()
         return code
     started = time.time()
@@ -296,6 +333,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
     except OSError as exc:
+        if data is not None:
+            data.unmount_all()
         workdir.cleanup()
         return fail_early(f"the script could not be started ({command[0]})", exc)
 
@@ -421,6 +460,13 @@ def supervise(ws: Workspace, run_id: str) -> int:
             artifacts.extend(_as_artifacts(step()))
         except Exception as exc:  # recorded on the run; the other steps still run
             problems.append(f"syncing {what} failed: {exc}")
+    data_records: list[dict[str, Any]] = []
+    if data is not None:  # declared outputs are stored whatever the end; registered only if it completed
+        try:
+            data_records, data_problems = data.finish()
+            problems.extend(data_problems)
+        except Exception as exc:
+            problems.append(f"storing the run's declared outputs failed: {exc}")
     try:
         artifacts.append(_store_file(store, log_path, DRIVER_LOG_ARTIFACT))
     except Exception as exc:
@@ -444,7 +490,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         error = cancel.reason or "canceled"
     if problems:
         error = "\n".join([*([error] if error else []), *problems])
-    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line, wd, artifacts)
+    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line, wd, artifacts, data_records)
     end.write(folder)
     try:
         record_end(background.get(), run_id, end)

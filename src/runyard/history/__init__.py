@@ -9,7 +9,7 @@ Importing this package does not import SQLAlchemy; :class:`RunHistory`,
 >>> from runyard.history import RunHistory, migrate
 >>> path = os.path.join(tempfile.mkdtemp(), "history.db")
 >>> migrate(path)                      # what `runyard init` does
-[1]
+[1, 2]
 >>> with RunHistory.open(path) as history:
 ...     run = history.create_run("demo", status="Running")
 ...     history.set_status(run.id, "Completed").status.value

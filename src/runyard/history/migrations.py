@@ -134,8 +134,64 @@ def _v1(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _v2(conn: Connection) -> None:
+    """Version 2: datastores, datasets and their versions, and the data each run read and wrote. Frozen."""
+    md = MetaData(naming_convention=schema.NAMING_CONVENTION)
+    run_id = String(320)
+    Table("runs", md, Column("id", run_id, primary_key=True))  # referenced only; exists since version 1
+    Table(
+        "datastores", md,
+        Column("name", String(255), primary_key=True),
+        Column("kind", String(32), nullable=False),
+        Column("options", Text, nullable=False),
+        Column("secret_refs", Text, nullable=False),
+        Column("created", Double, nullable=False),
+        Column("updated", Double, nullable=False),
+    )
+    Table(
+        "datasets", md,
+        Column("name", String(255), primary_key=True),
+        Column("created", Double, nullable=False),
+    )
+    Table(
+        "dataset_versions", md,
+        Column("dataset", String(255), ForeignKey("datasets.name", ondelete="CASCADE"), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("created", Double, nullable=False),
+        Column("description", Text),
+        Column("tags", Text, nullable=False),
+        Column("sources", Text, nullable=False),
+        Column("files", Text, nullable=False),
+        Column("file_count", Integer, nullable=False),
+        Column("total_bytes", BigInteger, nullable=False),
+        Column("digest", String(64), nullable=False),
+        Column("run_id", run_id, ForeignKey("runs.id", ondelete="SET NULL")),
+        PrimaryKeyConstraint("dataset", "version"),
+        Index(None, "run_id"),
+    )
+    Table(
+        "run_data", md,
+        Column("run_id", run_id, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        Column("direction", String(8), nullable=False),
+        Column("name", String(255), nullable=False),
+        Column("mode", String(16), nullable=False),
+        Column("dataset", String(255)),
+        Column("version", Integer),
+        Column("datastore", String(255)),
+        Column("path", Text),
+        Column("state", String(16), nullable=False),
+        Column("detail", Text),
+        PrimaryKeyConstraint("run_id", "direction", "name"),
+        CheckConstraint("direction IN ('input', 'output')", name="direction"),
+        Index(None, "dataset", "version"),
+    )
+    for name in ("datastores", "datasets", "dataset_versions", "run_data"):
+        md.tables[name].create(conn, checkfirst=False)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "experiments, runs, metrics, tags, properties, artifacts", _v1),
+    Step(2, "datastores, datasets, dataset versions, run inputs and outputs", _v2),
 )
 LATEST = STEPS[-1].version
 assert LATEST == schema.SCHEMA_VERSION, "schema.SCHEMA_VERSION must be the last migration step's version"

@@ -33,7 +33,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this code reads and writes; the last migration step makes it."""
 
 NAMING_CONVENTION: Final = {
@@ -150,13 +150,72 @@ artifacts = Table(
     Index(None, "digest"),  # is a blob still referenced (store garbage collection)
 )
 
+# -- data (version 2) ---------------------------------------------------------
+datastores = Table(
+    "datastores",
+    metadata,
+    Column("name", String(NAME_LEN), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("options", Text, nullable=False),  # JSON object of strings; never a secret
+    Column("secret_refs", Text, nullable=False),  # JSON: field -> "stored" | "env:NAME"
+    Column("created", Double, nullable=False),
+    Column("updated", Double, nullable=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String(NAME_LEN), primary_key=True),
+    Column("created", Double, nullable=False),
+)
+
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("dataset", String(NAME_LEN), ForeignKey("datasets.name", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("description", Text),
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("sources", Text, nullable=False),  # JSON list of {datastore, pattern, base}
+    Column("files", Text, nullable=False),  # JSON list of the resolved files (see runyard.data.dataset)
+    Column("file_count", Integer, nullable=False),
+    Column("total_bytes", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),  # blake3 of the canonical file list
+    Column("run_id", String(RUN_ID_LEN), ForeignKey("runs.id", ondelete="SET NULL")),  # the producing run
+    PrimaryKeyConstraint("dataset", "version"),
+    Index(None, "run_id"),
+)
+
+run_data = Table(
+    "run_data",
+    metadata,
+    Column("run_id", String(RUN_ID_LEN), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("name", String(NAME_LEN), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("dataset", String(NAME_LEN)),
+    Column("version", Integer),
+    Column("datastore", String(NAME_LEN)),
+    Column("path", Text),
+    Column("state", String(16), nullable=False),
+    Column("detail", Text),  # JSON: files, bytes, path on compute
+    PrimaryKeyConstraint("run_id", "direction", "name"),
+    CheckConstraint("direction IN ('input', 'output')", name="direction"),
+    Index(None, "dataset", "version"),
+)
+
 __all__ = [
     "SCHEMA_VERSION",
     "artifacts",
+    "dataset_versions",
+    "datasets",
+    "datastores",
     "experiments",
     "metadata",
     "metrics",
     "properties",
+    "run_data",
     "runs",
     "schema_version",
     "tags",

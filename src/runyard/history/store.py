@@ -64,7 +64,7 @@ class RunHistory:
     >>> path = os.path.join(tempfile.mkdtemp(), "history.db")
     >>> history = RunHistory(path)
     >>> history.migrate()
-    [1]
+    [1, 2]
     >>> run = history.create_run("mnist", script="train.py", arguments=["--epochs", "2"])
     >>> history.set_status(run.id, "Running").status
     <RunStatus.RUNNING: 'Running'>

@@ -1,0 +1,348 @@
+"""Putting a run's data in place before its script starts, and storing its
+declared outputs after it ends. The supervisor calls this; it acts on the
+run's data plan (:mod:`runyard.data.inputs`).
+
+Downloads go through a cache in the workspace keyed by the file's location
+and content fingerprint, so a second run of the same data links the cached
+files and starts at once. Cached files are read-only; a run gets hard links
+to them where it can (the same filesystem), else copies.
+
+A dataset version is checked against its datastores before a run reads it:
+data that changed under a version fails the run in Preparing, naming the
+files, instead of feeding the script something else than the version says.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from runyard.data.datastore import Datastore, RemoteFile
+from runyard.data.inputs import placeholder
+from runyard.data.listing import base_of, relative_to
+from runyard.errors import DataChangedError, DataError, RunyardError
+
+if TYPE_CHECKING:
+    from runyard.data.dataset import DatasetFile, FileDataset
+    from runyard.data.fuse import Mount
+    from runyard.workspace import Workspace
+
+CACHE_DIR: Final = "data"
+DATA_DIR: Final = "data"
+"""In the run's folder: default places of inputs (``data/inputs/NAME``) and outputs."""
+
+
+# -- the download cache -----------------------------------------------------------
+def cache_key(ds: Datastore, f: RemoteFile) -> str:
+    from runyard.store.base import hash_bytes
+
+    ident = "\0".join([ds.kind, ds.describe(), ds.endpoint, f.path, f.fingerprint, str(f.size)])
+    return hash_bytes(ident.encode())
+
+
+def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
+          progress: Any = False, label: str = "download") -> tuple[int, int]:
+    """Put each (file, local path) in place through the cache; return (files
+    fetched from the datastore, files found in the cache)."""
+    from runyard.data.transfer import get_files
+
+    root = os.path.join(ws.cache_dir, CACHE_DIR)
+    wanted: list[tuple[RemoteFile, str, str]] = []
+    missing: list[tuple[RemoteFile, str]] = []
+    seen: set[str] = set()
+    for f, target in plan:
+        key = cache_key(ds, f)
+        cached = os.path.join(root, key[:2], key)
+        wanted.append((f, cached, target))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            ok = os.stat(cached).st_size == f.size
+        except FileNotFoundError:
+            ok = False
+        if not ok:
+            missing.append((f, cached))
+    if missing:
+        get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: os.chmod(p, 0o444))
+    for _f, cached, target in wanted:
+        link_or_copy(cached, target)
+    return len(missing), len(seen) - len(missing)
+
+
+def link_or_copy(src: str, dest: str) -> None:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    if os.path.lexists(dest):
+        os.unlink(dest)
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem (an overlay working dir): a copy, writable like any file
+        shutil.copyfile(src, dest)
+
+
+# -- datasets ---------------------------------------------------------------------
+def check_unchanged(ws: Workspace, dataset: FileDataset | None, sources: Sequence[Any],
+                    files: Sequence[DatasetFile], label: str) -> None:
+    from runyard.data.dataset import Source, changes_of
+
+    srcs = [s if isinstance(s, Source) else Source(**s) for s in sources]
+    changes = changes_of(ws, srcs, files)
+    if not changes.unchanged:
+        raise DataChangedError(
+            f"The data of {label} changed since it was registered: {changes.summary()}. The run would not read "
+            "what the version recorded. Register the data as a new version (runyard dataset register NAME "
+            "--from ...) and use that.")
+
+
+def download_dataset(ws: Workspace, dataset: FileDataset, target: str, *, overwrite: bool = False,
+                     progress: Any = False) -> list[str]:
+    label = f"dataset '{dataset.name}' version {dataset.version}" if dataset.name else "the dataset"
+    check_unchanged(ws, dataset, dataset.sources, dataset.files, label)
+    return _download_files(ws, dataset.files, target, overwrite=overwrite, progress=progress)
+
+
+def _download_files(ws: Workspace, files: Sequence[DatasetFile], target: str, *, overwrite: bool,
+                    progress: Any, say: Callable[[str], None] | None = None) -> list[str]:
+    by_store: dict[str, list[tuple[RemoteFile, str]]] = {}
+    written = []
+    for f in files:
+        dest = os.path.join(target, *f.rel.split("/"))
+        if not overwrite and os.path.lexists(dest):
+            raise DataError(f"'{dest}' already exists. Download into an empty folder, or pass overwrite=True "
+                            "(--overwrite).")
+        by_store.setdefault(f.datastore, []).append((RemoteFile(f.path, f.size, f.fingerprint, f.mtime), dest))
+        written.append(dest)
+    os.makedirs(target, exist_ok=True)
+    for name, plan in by_store.items():
+        got, hit = fetch(ws, Datastore.get(ws, name), plan, progress=progress, label=f"download from {name}")
+        if say:
+            say(f"{len(plan)} files from datastore '{name}' ({hit} from the cache, {got} downloaded)")
+    return written
+
+
+# -- a run's data ---------------------------------------------------------------------
+def local_path(folder: str, workdir: str, item: dict[str, Any], kind: str) -> str:
+    """Where an input or output is for the script: ``path_on_compute`` (relative
+    to the working directory unless absolute), else ``<run folder>/data/<kind>/<name>``."""
+    where = str(item.get("path_on_compute") or "")
+    if not where:
+        return os.path.join(folder, DATA_DIR, kind, str(item["name"]))
+    if os.path.isabs(where):
+        return os.path.normpath(where)
+    path = os.path.normpath(os.path.join(workdir, where))
+    if not (path + "/").startswith(workdir.rstrip("/") + "/"):
+        raise DataError(f"path_on_compute '{where}' of '{item['name']}' leaves the working directory; give a "
+                        "path inside it, or an absolute path.")
+    return path
+
+
+@dataclass
+class RunData:
+    """The data side of one run, in its supervisor."""
+
+    ws: Workspace
+    folder: str
+    workdir: str
+    plan: dict[str, Any]
+    say: Callable[[str], None]
+    mounts: list[Mount] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, ws: Workspace, folder: str, workdir: str, say: Callable[[str], None]) -> RunData | None:
+        from runyard.data.lineage import load_plan
+
+        plan = load_plan(folder)
+        return cls(ws, folder, workdir, plan, say) if plan else None
+
+    def local_path(self, item: dict[str, Any], kind: str) -> str:
+        return local_path(self.folder, self.workdir, item, kind)
+
+    # -- before the script ----------------------------------------------------------
+    def prepare(self) -> dict[str, str]:
+        """Inputs in place and outputs ready; returns the environment to add.
+
+        Raises DataError (or a DatastoreError) on anything that stops the run."""
+        env: dict[str, str] = {}
+        for item in self.plan.get("outputs", []):  # checked first: cheap, and fails before any download
+            path = self._prepare_output(item)
+            env[f"RUNYARD_OUTPUT_{item['name']}"] = path
+        for item in self.plan.get("inputs", []):
+            path = self._prepare_input(item)
+            env[f"RUNYARD_INPUT_{item['name']}"] = path
+        return env
+
+    def paths(self) -> dict[str, str]:
+        """placeholder -> local path, for the script's arguments."""
+        out = {placeholder("inputs", i["name"]): i["local_path"] for i in self.inputs}
+        out.update({placeholder("outputs", o["name"]): o["local_path"] for o in self.outputs})
+        return out
+
+    def _prepare_input(self, item: dict[str, Any]) -> str:
+        from runyard.data.dataset import DatasetFile
+
+        name = item["name"]
+        target = self.local_path(item, "inputs")
+        mode = item["mode"]
+        record = {"name": name, "mode": mode, "kind": item["kind"], "dataset": item.get("dataset"),
+                  "version": item.get("version"), "datastore": item.get("datastore"), "path": item.get("path"),
+                  "local_path": target}
+        if item["kind"] == "dataset":
+            files = [DatasetFile.from_row(r) for r in item["files"]]
+            label = (f"dataset '{item['dataset']}' version {item['version']}" if item.get("dataset")
+                     else f"input '{name}'")
+            check_unchanged(self.ws, None, item["sources"], files, label)
+            stores = sorted({f.datastore for f in files})
+            if mode == "mount" and len(stores) > 1:
+                self.say(f"input '{name}' spans datastores {', '.join(stores)}; a mount shows one datastore, "
+                         "so it is downloaded instead")
+            if mode == "mount" and len(stores) == 1 and self._can_mount(name):
+                ds = Datastore.get(self.ws, stores[0])
+                manifest = tuple((f.rel, ds.full_path(f.path), f.size, f.mtime or 0.0) for f in files)
+                self._mount(ds, target, name, manifest=manifest)
+            else:
+                record["mode"] = "download"
+                self._fresh(target)
+                _download_files(self.ws, files, target, overwrite=True, progress=False, say=self.say)
+            record["files"], record["bytes"] = len(files), sum(f.size for f in files)
+        else:
+            ds = Datastore.get(self.ws, item["datastore"])
+            if mode == "mount" and self._can_mount(name):
+                self._mount(ds, target, name, root=ds.full_path(item["path"]))
+            else:
+                record["mode"] = "download"
+                found = ds.list_files(item["path"])
+                if not found:
+                    raise DataError(f"Input '{name}': nothing at '{item['path']}' in datastore '{ds.name}' "
+                                    f"({ds.describe()}). Check the path: runyard datastore ls {ds.name}")
+                self._fresh(target)
+                base = base_of(item["path"], found)
+                plan = [(f, os.path.join(target, *relative_to(base, f.path).split("/"))) for f in found]
+                _got, hit = fetch(self.ws, ds, plan)
+                self.say(f"input '{name}': {len(found)} files from {ds.name}:{item['path']} "
+                         f"({hit} from the cache)")
+                record["files"], record["bytes"] = len(found), sum(f.size for f in found)
+        self.inputs.append(record)
+        return target
+
+    def _can_mount(self, name: str) -> bool:
+        from runyard.data.fuse import fuse_available
+
+        reason = fuse_available()
+        if reason is not None:
+            self.say(f"input '{name}' cannot be mounted here ({reason}); it is downloaded instead")
+            return False
+        return True
+
+    def _mount(self, ds: Datastore, target: str, label: str, *, root: str | None = None,
+               manifest: tuple[tuple[str, str, int, float], ...] | None = None, writable: bool = False) -> None:
+        from runyard.data.fuse import MountSpec, mount
+
+        self._fresh(target)
+        staging = os.path.join(self.folder, DATA_DIR, "staging", label) if writable else None
+        if staging:
+            os.makedirs(staging, exist_ok=True)
+        spec = MountSpec(mountpoint=target, filesystem=ds.filesystem_spec(), label=f"{ds.name}-{label}",
+                         writable=writable, root=root, manifest=manifest, staging_dir=staging)
+        try:
+            self.mounts.append(mount(spec))
+        except RunyardError as exc:
+            raise DataError(ds.redact(f"Mounting '{label}' from datastore '{ds.name}' failed: {exc}")) from None
+
+    @staticmethod
+    def _fresh(target: str) -> None:
+        if os.path.isdir(target) and not os.path.islink(target):
+            if os.listdir(target):
+                raise DataError(f"'{target}' is not empty; an input or output needs an empty or new folder.")
+        elif os.path.lexists(target):
+            raise DataError(f"'{target}' exists and is not a folder; an input or output needs a folder there.")
+        os.makedirs(target, exist_ok=True)
+
+    def _prepare_output(self, item: dict[str, Any]) -> str:
+        name = item["name"]
+        ds = Datastore.get(self.ws, item["datastore"])
+        dest = item["path"]
+        if not item.get("overwrite"):
+            there = ds.list_files(dest)
+            if there:
+                raise DataError(f"Output path already exist: {ds.name}:{dest} ({len(there)} files, e.g. "
+                                f"'{there[0].path}'). Pick another destination, remove those files, or allow "
+                                "overwriting (as_upload(overwrite=True)).")
+        target = self.local_path(item, "outputs")
+        record = {"name": name, "mode": item["mode"], "datastore": ds.name, "path": dest, "local_path": target,
+                  "register": item.get("register"), "globs": item.get("source_globs")}
+        if item["mode"] == "mount":
+            from runyard.data.fuse import fuse_available
+
+            reason = fuse_available()
+            if reason is None:
+                self._mount(ds, target, name, root=ds.full_path(dest), writable=True)
+            else:
+                self.say(f"output '{name}' cannot be mounted here ({reason}); it is uploaded at the end instead")
+                record["mode"] = "upload"
+                self._fresh(target)
+        else:
+            self._fresh(target)
+        self.outputs.append(record)
+        return target
+
+    # -- after the script -------------------------------------------------------------
+    def unmount_all(self) -> list[str]:
+        problems = []
+        for m in reversed(self.mounts):
+            try:
+                m.unmount()
+            except Exception as exc:
+                problems.append(f"unmounting {getattr(m, 'mountpoint', '?')} failed: {exc}")
+        self.mounts.clear()
+        return problems
+
+    def finish(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Unmount, upload the outputs (whatever the run's end), list what each
+        output holds; return the lineage records for the end file and problems."""
+        problems = self.unmount_all()
+        records: list[dict[str, Any]] = []
+        for rec in self.inputs:
+            records.append({"direction": "input", **{k: v for k, v in rec.items() if k != "local_path"},
+                            "detail": {"local_path": rec["local_path"], "files": rec.get("files"),
+                                       "bytes": rec.get("bytes")}})
+        for rec in self.outputs:
+            out = {"direction": "output", "name": rec["name"], "mode": rec["mode"], "datastore": rec["datastore"],
+                   "path": rec["path"], "register": rec["register"], "files": [], "error": None}
+            try:
+                ds = Datastore.get(self.ws, rec["datastore"])
+                if rec["mode"] == "upload":
+                    self._upload(ds, rec)
+                listed = ds.list_files(rec["path"])
+                base = rec["path"]
+                out["files"] = [[relative_to(base, f.path), ds.name, f.path, f.size, f.fingerprint, f.mtime]
+                                for f in listed]
+            except Exception as exc:
+                out["error"] = str(exc)
+                problems.append(f"storing output '{rec['name']}' failed: {exc}")
+            records.append(out)
+        return records, problems
+
+    def _upload(self, ds: Datastore, rec: dict[str, Any]) -> None:
+        from runyard.data.transfer import local_tree, put_pairs
+
+        local = rec["local_path"]
+        if not os.path.isdir(local):
+            return
+        globs = rec.get("globs")
+        pairs = []
+        for path, rel in local_tree(local):
+            if globs and not any(fnmatch.fnmatchcase(rel, g) for g in globs):
+                continue
+            pairs.append((path, f"{rec['path']}/{rel}"))
+        if pairs:
+            put_pairs(ds, pairs, overwrite=True, label=f"output {rec['name']}")
+        self.say(f"output '{rec['name']}': {len(pairs)} files to {ds.name}:{rec['path']}")
+
+
+__all__ = ["RunData", "cache_key", "download_dataset", "fetch", "link_or_copy", "local_path"]
