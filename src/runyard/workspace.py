@@ -80,6 +80,9 @@ def home_workspace_path() -> str:
     return os.path.join(os.path.expanduser("~"), DIR_NAME)
 
 
+DATASTORE_URL: Final = "datastore://"
+
+
 class Workspace:
     """A runyard workspace. The constructor does no I/O.
 
@@ -193,9 +196,19 @@ class Workspace:
         return os.path.normpath(os.path.join(self.path, os.path.expanduser(location)))
 
     def open_store(self) -> ObjectStore:
+        """The object store: ``store.url`` may also be ``datastore://NAME/PREFIX``,
+        a folder in a registered datastore (with its credentials)."""
+        url = self.store_url
+        if url.startswith(DATASTORE_URL):
+            from runyard.data.datastore import Datastore, clean_path
+            from runyard.store.fs import FsspecStore
+
+            name, _, prefix = url[len(DATASTORE_URL):].partition("/")
+            ds = Datastore.get(self, name)
+            return FsspecStore.on(ds.fs, ds.full_path(clean_path(prefix, what="store prefix")), url)
         from runyard.store import open_store
 
-        return open_store(self.store_url)
+        return open_store(url)
 
     @property
     def history_location(self) -> str:

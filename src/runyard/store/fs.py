@@ -60,6 +60,11 @@ class FsspecStore(ObjectStore):
             raise StoreError(f"The store URL {url} needs a package that is not installed: {hint}.") from exc
         except ValueError as exc:
             raise StoreError(f"The store URL {url} is not usable: {exc}. Use a local path or an fsspec URL.") from exc
+        return cls.on(fs, root, url, create=create)
+
+    @classmethod
+    def on(cls, fs: Any, root: str, url: str, *, create: bool = True) -> FsspecStore:
+        """The store at ``root`` of an fsspec filesystem made already (a datastore's)."""
         store = cls(fs, root, url, "")
         key = store._key("store.json")
         try:

@@ -1,0 +1,524 @@
+"""Datastores, datasets, run inputs and declared outputs, against real services.
+
+One conformance suite runs on every datastore kind: a local folder, Azure
+Blob (Azurite) and S3 (a moto server), each started by the test session on
+127.0.0.1. Runs are real runs (a supervisor process, a script).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runyard
+from runyard import Dataset, Datastore, OutputFileDatasetConfig
+from runyard.errors import (
+    ConfigError,
+    DataChangedError,
+    DatastoreAuthError,
+    DatastoreError,
+    DatastoreUnreachableError,
+    NotFoundError,
+)
+from runyard.workspace import Workspace
+from services import Azurite, MotoS3, free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+KINDS = ["local", "azureblob", "s3"]
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, workspace: Workspace, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Datastore:
+    """A fresh datastore of each kind, registered in the test's workspace as 'store'."""
+    monkeypatch.setenv("RUNYARD_DATA_RETRIES", "2")
+    kind = request.param
+    if kind == "local":
+        folder = tmp_path / "datastore-folder"
+        folder.mkdir()
+        return Datastore.register_local(workspace, "store", str(folder))
+    if kind == "azureblob":
+        az: Azurite = request.getfixturevalue("azurite")
+        monkeypatch.setenv("TEST_AZ_KEY", az.account_key)
+        return Datastore.register_azure_blob_container(
+            workspace, "store", az.new_container(), az.account_name, account_key="env:TEST_AZ_KEY",
+            endpoint=az.blob_endpoint)
+    s3: MotoS3 = request.getfixturevalue("moto_s3")
+    return Datastore.register_s3(workspace, "store", s3.new_bucket(), s3.access_key, s3.secret_key,
+                                 endpoint_url=s3.endpoint_url, region=s3.region)
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+TREE = {"train/a.csv": b"1,2\n", "train/sub/b.csv": b"3,4\n" * 100, "train/notes.txt": b"not csv",
+        "test/c.csv": b"5,6\n", "train/big.bin": os.urandom(300_000)}
+
+
+def tree_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write(src: Path, name: str, code: str) -> None:
+    (src / name).parent.mkdir(parents=True, exist_ok=True)
+    (src / name).write_text(textwrap.dedent(code))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "proj"
+    d.mkdir()
+    write(d, "read.py", """
+        import hashlib, os, sys
+        from runyard import Run
+        run = Run.get_context()
+        root = run.input_datasets["train"]
+        assert os.environ["RUNYARD_INPUT_train"] == root
+        assert sys.argv[1] == root, (sys.argv, root)
+        for dp, dn, fn in sorted(os.walk(root)):
+            dn.sort()
+            for n in sorted(fn):
+                p = os.path.join(dp, n)
+                print("FILE", os.path.relpath(p, root), hashlib.sha256(open(p, "rb").read()).hexdigest())
+        out = run.output_datasets.get("model")
+        if out:
+            os.makedirs(os.path.join(out, "deep"), exist_ok=True)
+            with open(os.path.join(out, "deep", "weights.bin"), "wb") as f:
+                f.write(b"w" * 5000)
+            with open(os.path.join(out, "summary.txt"), "w") as f:
+                f.write("ok\\n")
+        sys.exit(int(os.environ.get("EXIT_WITH", "0")))
+    """)
+    return d
+
+
+def submit(ws: Workspace, src: Path, script: str, *args: Any, **cfg: Any) -> runyard.Run:
+    config = runyard.ScriptRunConfig(source_directory=str(src), script=script, arguments=list(args), **cfg)
+    return runyard.Experiment(ws, "data").submit(config)
+
+
+def driver_log(run: runyard.Run) -> str:
+    return (Path(run.workspace.runs_dir) / run.id / "driver_log.txt").read_text()
+
+
+def files_in_log(text: str) -> dict[str, str]:
+    return {line.split()[1]: line.split()[2] for line in text.splitlines() if line.startswith("FILE ")}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- datastores ---------------------------------------------------------------------
+def test_upload_list_download_round_trip(store: Datastore, tmp_path: Path) -> None:
+    local = make_tree(tmp_path / "up", TREE)
+    written = store.upload(str(local), "raw", show_progress=False)
+    assert sorted(written) == sorted(f"raw/{k}" for k in TREE)
+    listed = store.list_files("raw")
+    assert [f.path for f in listed] == sorted(f"raw/{k}" for k in TREE)
+    assert {f.path: f.size for f in listed} == {f"raw/{k}": len(v) for k, v in TREE.items()}
+    assert all(f.fingerprint for f in listed)
+    assert [f.path for f in store.list_files("raw/train/**/*.csv")] == ["raw/train/a.csv", "raw/train/sub/b.csv"]
+    # upload again without overwrite: nothing is written again
+    assert store.upload(str(local), "raw", show_progress=False) == []
+    n = store.download(str(tmp_path / "down"), "raw", show_progress=False)
+    assert n == len(TREE)
+    assert tree_of(tmp_path / "down") == TREE
+    # a single file keeps its own name
+    assert store.download(str(tmp_path / "one"), "raw/test/c.csv", show_progress=False) == 1
+    assert (tmp_path / "one" / "c.csv").read_bytes() == TREE["test/c.csv"]
+
+
+def test_dataset_versions_and_change_detection(store: Datastore, workspace: Workspace, tmp_path: Path) -> None:
+    store.upload(str(make_tree(tmp_path / "up", TREE)), "raw", show_progress=False)
+    ds = Dataset.File.from_files([(store, "raw/train/**/*.csv")])
+    assert ds.to_path() == ["/a.csv", "/sub/b.csv"]
+    v1 = ds.register(workspace, "train", description="csv files", tags={"team": "a"})
+    assert (v1.name, v1.version) == ("train", 1)
+    with pytest.raises(runyard.HistoryError, match="create_new_version=True"):
+        ds.register(workspace, "train")
+    assert ds.register(workspace, "train", create_new_version=True).version == 1  # same files: same version
+    assert v1.changes().unchanged
+    # the data under version 1 changes at the datastore
+    changed = make_tree(tmp_path / "change", {"train/a.csv": b"9,9,9\n", "train/new.csv": b"7\n"})
+    store.upload(str(changed), "raw", overwrite=True, show_progress=False)
+    again = Dataset.get_by_name(workspace, "train", version=1)
+    changes = again.changes()
+    assert changes.changed == ["a.csv"] and changes.added == ["new.csv"] and changes.removed == []
+    with pytest.raises(DataChangedError, match=r"train.*version 1.*a\.csv"):
+        again.download(str(tmp_path / "refused"), show_progress=False)
+    v2 = Dataset.File.from_files([(store, "raw/train/**/*.csv")]).register(workspace, "train",
+                                                                            create_new_version=True)
+    assert v2.version == 2 and len(v2.files) == 3
+    assert Dataset.get_by_name(workspace, "train").version == 2
+    got = v2.download(str(tmp_path / "v2"), show_progress=False)
+    assert len(got) == 3
+    assert (tmp_path / "v2" / "a.csv").read_bytes() == b"9,9,9\n"
+
+
+def test_run_reads_a_dataset_by_download_then_from_the_cache(store: Datastore, workspace: Workspace,
+                                                             src: Path, tmp_path: Path) -> None:
+    store.upload(str(make_tree(tmp_path / "up", TREE)), "raw", show_progress=False)
+    train = Dataset.File.from_files([(store, "raw/train")]).register(workspace, "train")
+    runs = []
+    for _ in range(2):
+        run = submit(workspace, src, "read.py", train.as_named_input("train").as_download())
+        assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+        runs.append(run)
+    expected = {k[len("train/"):]: sha(v) for k, v in TREE.items() if k.startswith("train/")}
+    for run in runs:
+        assert files_in_log(driver_log(run)) == expected
+    assert "(0 from the cache, 4 downloaded)" in driver_log(runs[0])
+    assert "(4 from the cache, 0 downloaded)" in driver_log(runs[1])
+    details = runs[1].get_details()
+    assert [(d["name"], d["dataset"], d["version"], d["state"]) for d in details["inputDatasets"]] == [
+        ("train", "train", 1, "read")]
+    readers = {r.run_id for r in _catalog(workspace).dataset_runs("train", 1)}
+    assert readers == {r.id for r in runs}
+
+
+def test_run_reads_a_dataset_by_mount(store: Datastore, workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    _need_fuse()
+    store.upload(str(make_tree(tmp_path / "up", TREE)), "raw", show_progress=False)
+    train = Dataset.File.from_files([(store, "raw/train/**")]).register(workspace, "train")
+    run = submit(workspace, src, "read.py", train.as_named_input("train").as_mount())
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    expected = {k[len("train/"):]: sha(v) for k, v in TREE.items() if k.startswith("train/")}
+    assert files_in_log(driver_log(run)) == expected
+    assert run.get_details()["inputDatasets"][0]["mode"] == "mount"
+    assert not _mounts_under(workspace.path), "the mount outlived the run"
+
+
+def test_run_reads_a_datastore_path_by_mount_and_download(store: Datastore, workspace: Workspace, src: Path,
+                                                          tmp_path: Path) -> None:
+    store.upload(str(make_tree(tmp_path / "up", TREE)), "raw", show_progress=False)
+    expected = {k[len("train/"):]: sha(v) for k, v in TREE.items() if k.startswith("train/")}
+    modes = ["download", "mount"] if _fuse_ok() else ["download"]
+    for mode in modes:
+        path = store.path("raw/train").as_named_input("train")
+        cfg = path.as_mount() if mode == "mount" else path.as_download()
+        run = submit(workspace, src, "read.py", cfg)
+        assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+        assert files_in_log(driver_log(run)) == expected, mode
+    assert not _mounts_under(workspace.path)
+
+
+def test_outputs_upload_and_register_only_when_the_run_completes(store: Datastore, workspace: Workspace,
+                                                                src: Path, tmp_path: Path) -> None:
+    store.upload(str(make_tree(tmp_path / "up", TREE)), "raw", show_progress=False)
+    train = Dataset.File.from_files([(store, "raw/test")]).register(workspace, "train")
+
+    def go(exit_with: int) -> runyard.Run:
+        out = OutputFileDatasetConfig("model", destination=(store, "models/{run-id}/{output-name}"))
+        out = out.as_upload().register_on_complete("trained", description="weights")
+        os.environ["EXIT_WITH"] = str(exit_with)
+        try:
+            run = submit(workspace, src, "read.py", train.as_named_input("train"), outputs=[out])
+        finally:
+            del os.environ["EXIT_WITH"]
+        run.wait_for_completion(raise_on_error=False)
+        return run
+
+    failed = go(3)
+    assert failed.get_status() == "Failed"
+    out = failed.get_details()["outputDatasets"][0]
+    assert (out["state"], out["version"], out["files"]) == ("partial", None, 2)
+    # the failed run's output stays at its destination, and is not a dataset
+    assert [f.path for f in store.list_files(f"models/{failed.id}/model")] == [
+        f"models/{failed.id}/model/deep/weights.bin", f"models/{failed.id}/model/summary.txt"]
+    with pytest.raises(NotFoundError, match="no dataset named 'trained'"):
+        Dataset.get_by_name(workspace, "trained")
+
+    done = go(0)
+    assert done.get_status() == "Completed", driver_log(done)
+    out = done.get_details()["outputDatasets"][0]
+    assert (out["state"], out["dataset"], out["version"]) == ("registered", "trained", 1)
+    trained = Dataset.get_by_name(workspace, "trained")
+    assert trained.run_id == done.id
+    assert sorted(f.rel for f in trained.files) == ["deep/weights.bin", "summary.txt"]
+    assert trained.changes().unchanged
+    got = trained.download(str(tmp_path / "trained"), show_progress=False)
+    assert len(got) == 2 and (tmp_path / "trained" / "deep" / "weights.bin").read_bytes() == b"w" * 5000
+
+
+def test_output_that_exists_fails_before_the_script_starts(store: Datastore, workspace: Workspace, src: Path,
+                                                          tmp_path: Path) -> None:
+    store.upload(str(make_tree(tmp_path / "up", {"taken/x.txt": b"x"})), "", show_progress=False)
+    write(src, "touch.py", """
+        open("outputs/ran", "w").write("yes")
+    """)
+    out = OutputFileDatasetConfig("result", destination=(store, "taken"))
+    run = submit(workspace, src, "touch.py", outputs=[out])
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert "Output path already exist: store:taken" in details["error"]
+    assert "outputs/ran" not in run.get_file_names(), "the script ran"
+    assert [f.path for f in store.list_files("taken")] == ["taken/x.txt"]  # nothing overwritten
+    # allowed with overwrite=True
+    out2 = OutputFileDatasetConfig("result", destination=(store, "taken")).as_upload(overwrite=True)
+    assert submit(workspace, src, "touch.py", outputs=[out2]).wait_for_completion()["status"] == "Completed"
+
+
+def _fuse_ok() -> bool:
+    from runyard.data.fuse import fuse_available
+
+    return fuse_available() is None
+
+
+def _need_fuse() -> None:
+    from runyard.data.fuse import fuse_available
+
+    reason = fuse_available()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"FUSE is needed in CI: {reason}")
+        pytest.skip(reason)
+
+
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+def _catalog(ws: Workspace) -> Any:
+    from runyard.history.catalog import DataCatalog
+
+    return DataCatalog(ws.open_history())
+
+
+# -- mount-mode outputs, and the store on a datastore -------------------------------------
+def test_output_in_mount_mode_writes_through(store: Datastore, workspace: Workspace, src: Path) -> None:
+    _need_fuse()
+    write(src, "emit.py", """
+        import os
+        from runyard import Run
+        out = Run.get_context().output_datasets["emitted"]
+        os.makedirs(os.path.join(out, "a", "b"))
+        for i in range(3):
+            with open(os.path.join(out, "a", "b", f"part-{i}.txt"), "w") as f:
+                f.write("x" * (i + 1) * 1000)
+    """)
+    out = OutputFileDatasetConfig("emitted", destination=(store, "stream/{run-id}")).as_mount()
+    run = submit(workspace, src, "emit.py", outputs=[out.register_on_complete("emitted")])
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    files = store.list_files(f"stream/{run.id}")
+    assert {f.path.rsplit("/", 1)[1]: f.size for f in files} == {"part-0.txt": 1000, "part-1.txt": 2000,
+                                                                   "part-2.txt": 3000}
+    assert Dataset.get_by_name(workspace, "emitted").version == 1
+    assert run.get_details()["outputDatasets"][0]["mode"] == "mount"
+    assert not _mounts_under(workspace.path)
+
+
+@pytest.mark.parametrize("store", ["azureblob", "s3"], indirect=True)
+def test_snapshot_store_on_a_datastore(store: Datastore, workspace: Workspace, tmp_path: Path) -> None:
+    workspace.set_setting("store.url", "datastore://store/snapshots")
+    proj = make_tree(tmp_path / "p", {"a.py": b"print(1)\n", "pkg/b.py": b"x = 2\n"})
+    snap = workspace.snapshot(str(proj))
+    assert [f.path for f in store.list_files("snapshots/store.json")] == ["snapshots/store.json"]
+    workspace.restore_snapshot(snap.id, str(tmp_path / "back"))
+    assert tree_of(tmp_path / "back") == tree_of(proj)
+
+
+# -- the command line -----------------------------------------------------------------------
+def runyard_cli(ws: Workspace, *args: str, env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runyard", "--workspace", ws.path, *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def test_cli_end_to_end_with_lineage(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "lake", TREE)
+    p = runyard_cli(workspace, "datastore", "register", "lake", "--kind", "local", "--path", str(data))
+    assert p.returncode == 0, p.stderr
+    p = runyard_cli(workspace, "dataset", "register", "train", "--from", "lake:train/**/*.csv")
+    assert p.returncode == 0 and "train:1: 2 files" in p.stdout, p.stderr
+    p = runyard_cli(workspace, "run", "--source-dir", str(src), "--input", "train=dataset:train:1",
+                    "--output", "model", "--register-output", "model=model", "read.py", "${{inputs.train}}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    run_id = p.stderr.split("run ", 1)[1].split()[0]
+    show = runyard_cli(workspace, "dataset", "show", "model")
+    assert show.returncode == 0, show.stderr
+    assert f"produced by: {run_id}" in show.stdout and "unchanged since it was registered" in show.stdout
+    show = runyard_cli(workspace, "dataset", "show", "train:1")
+    assert f"read by:     {run_id}" in show.stdout
+    runs_show = runyard_cli(workspace, "runs", "show", run_id)
+    assert "train: dataset train:1 (download, read, 2 files" in runs_show.stdout
+    assert "model: dataset model:1 -> default:dataset/" in runs_show.stdout
+    # the default destination is in the default datastore, a folder in the workspace
+    assert (Path(workspace.path) / "datastore" / "dataset" / run_id / "model" / "summary.txt").is_file()
+    # rerun: same inputs, a fresh destination
+    p = runyard_cli(workspace, "rerun", run_id)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert runyard_cli(workspace, "dataset", "show", "model:2").returncode == 0
+    ls = runyard_cli(workspace, "datastore", "ls")
+    assert ls.stdout.split()[:2] == ["default", "local"] and "lake" in ls.stdout
+
+
+def test_cli_upload_download_and_show_masks_credentials(workspace: Workspace, tmp_path: Path,
+                                                         azurite: Azurite) -> None:
+    container = azurite.new_container()
+    p = runyard_cli(workspace, "datastore", "register", "az", "--kind", "azureblob", "--account-name",
+                    azurite.account_name, "--container", container, "--endpoint", azurite.blob_endpoint,
+                    "--account-key", azurite.account_key)
+    assert p.returncode == 0, p.stderr
+    show = runyard_cli(workspace, "datastore", "show", "az")
+    assert azurite.account_key not in show.stdout and "hidden" in show.stdout
+    creds = Path(workspace.path) / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert azurite.account_key in creds.read_text()
+    make_tree(tmp_path / "up", TREE)
+    p = runyard_cli(workspace, "datastore", "upload", "az", str(tmp_path / "up"), "in")
+    assert p.returncode == 0 and f"Uploaded {len(TREE)} files" in p.stdout, p.stderr
+    p = runyard_cli(workspace, "datastore", "download", "az", "in", str(tmp_path / "down"))
+    assert p.returncode == 0, p.stderr
+    assert tree_of(tmp_path / "down") == TREE
+    # the key is nowhere but the credentials file
+    for path in Path(workspace.path).rglob("*"):
+        if path.is_file() and path != creds:
+            assert azurite.account_key.encode() not in path.read_bytes(), path
+    rm = runyard_cli(workspace, "datastore", "rm", "az")
+    assert rm.returncode == 0
+    assert azurite.account_key not in creds.read_text()
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_an_unreachable_datastore_fails_the_run_in_preparing(workspace: Workspace, src: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNYARD_DATA_RETRIES", "2")
+    port = free_port()
+    ds = Datastore.register(workspace, "gone", "s3", {"bucket": "b", "endpoint_url": f"http://127.0.0.1:{port}",
+                                                      "region": "us-east-1"},
+                            {"access_key_id": "k", "secret_access_key": "s"}, verify=False)
+    with pytest.raises(DatastoreUnreachableError, match=rf"datastore 'gone'.*127\.0\.0\.1:{port}.*tried 2 times"):
+        ds.check()
+    run = submit(workspace, src, "read.py", ds.path("x").as_named_input("train"))
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert "preparing the run's data failed" in details["error"]
+    assert "Cannot reach datastore 'gone'" in details["error"] and f"127.0.0.1:{port}" in details["error"]
+    assert "FILE" not in driver_log(run)
+    assert workspace.open_history().get_run(run.id).started is None, "the script was started"
+
+
+def test_wrong_credentials_are_refused_at_register_without_echoing_them(workspace: Workspace,
+                                                                        azurite: Azurite) -> None:
+    wrong = "A" * 86 + "=="
+    with pytest.raises(DatastoreAuthError) as err:
+        Datastore.register_azure_blob_container(workspace, "az", azurite.new_container(), azurite.account_name,
+                                                account_key=wrong, endpoint=azurite.blob_endpoint)
+    assert "refused the credentials" in str(err.value) and wrong not in str(err.value)
+    assert "register az --replace" in str(err.value)
+    with pytest.raises(NotFoundError):
+        Datastore.get(workspace, "az")  # nothing registered
+
+
+def test_a_missing_container_or_bucket_is_named(workspace: Workspace, azurite: Azurite, moto_s3: MotoS3) -> None:
+    with pytest.raises(DatastoreError, match=r"container 'nosuchcontainer'.*does not exist"):
+        Datastore.register_azure_blob_container(workspace, "az", "nosuchcontainer", azurite.account_name,
+                                                account_key=azurite.account_key, endpoint=azurite.blob_endpoint)
+    with pytest.raises(DatastoreError, match=r"bucket 'nosuchbucket'.*does not exist"):
+        Datastore.register_s3(workspace, "s3", "nosuchbucket", moto_s3.access_key, moto_s3.secret_key,
+                              endpoint_url=moto_s3.endpoint_url)
+
+
+def test_missing_dataset_version_glob_and_bad_paths(workspace: Workspace, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "lake", TREE)
+    lake = Datastore.register_local(workspace, "lake", str(data))
+    with pytest.raises(NotFoundError, match=r"no dataset named 'nope'.*No dataset is registered yet"):
+        Dataset.get_by_name(workspace, "nope")
+    Dataset.File.from_files([(lake, "train/*.csv")]).register(workspace, "train")
+    with pytest.raises(NotFoundError, match="has no version 7; its versions are 1"):
+        Dataset.get_by_name(workspace, "train", version=7)
+    with pytest.raises(DatastoreError, match=r"glob 'train/\*\*/\*\.parquet' matches no file.*datastore ls lake"):
+        Dataset.File.from_files([(lake, "train/**/*.parquet")])
+    with pytest.raises(ConfigError, match=r"contains '\.\.'"):
+        Dataset.File.from_files([(lake, "../etc/passwd")])
+    with pytest.raises(ConfigError, match=r"contains '\.\.'"):
+        lake.path("a/../../b")
+    with pytest.raises(ConfigError, match=r"contains '\.\.'"):
+        OutputFileDatasetConfig("o", destination=(lake, "x/../../y"))
+    with pytest.raises(ConfigError, match=r"Unknown placeholder \{runid\}"):
+        OutputFileDatasetConfig("o", destination=(lake, "x/{runid}"))
+    with pytest.raises(NotFoundError, match=r"no datastore named 'nostore'.*Registered: default, lake"):
+        Datastore.get(workspace, "nostore")
+
+
+def test_names_are_checked_and_common_env_names_warned(workspace: Workspace, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    with pytest.raises(ConfigError, match=r'Invalid input name "1st"\. The name can only be alphanumeric'):
+        lake.path("train").as_named_input("1st")
+    with pytest.raises(ConfigError, match='Invalid output name "my-out"'):
+        OutputFileDatasetConfig("my-out")
+    with caplog.at_level("WARNING", logger="runyard"):
+        lake.path("train").as_named_input("PATH")
+    assert "common environment variable PATH" in caplog.text
+    with pytest.raises(ConfigError, match="'dataset' is reserved"):
+        Datastore.register_local(workspace, "dataset", str(tmp_path))
+    with pytest.raises(ConfigError, match="already registered"):
+        Datastore.register_local(workspace, "lake", str(tmp_path))
+
+
+def test_cli_input_and_output_syntax_errors(workspace: Workspace, src: Path) -> None:
+    cases = [
+        (["--input", "train"], "write NAME=dataset:DATASET"),
+        (["--input", "train=dataset:nope"], "no dataset named 'nope'"),
+        (["--input", "train=default:x@fast"], "unknown mode '@fast'"),
+        (["--output", "m=default"], "the destination is DATASTORE:PATH"),
+        (["--register-output", "zz=ds"], "for an output given with --output"),
+        (["--output", "m", "read.py", "${{outputs.other}}"], "refers to output 'other'"),
+    ]
+    for args, message in cases:
+        argv = ["run", "--source-dir", str(src), *args]
+        if "read.py" not in args:
+            argv.append("read.py")
+        p = runyard_cli(workspace, *argv)
+        assert p.returncode != 0 and message in p.stderr, (args, p.stderr)
+        assert "Traceback" not in p.stderr
+
+
+def test_credentials_by_environment_variable_are_never_stored(workspace: Workspace, moto_s3: MotoS3,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_S3_SECRET", moto_s3.secret_key + "-env")
+    bucket = moto_s3.new_bucket()
+    Datastore.register_s3(workspace, "s3", bucket, moto_s3.access_key, "env:MY_S3_SECRET",
+                          endpoint_url=moto_s3.endpoint_url)
+    got = Datastore.get(workspace, "s3")
+    assert got.masked_options()["secret_access_key"] == "(from $MY_S3_SECRET)"
+    creds = json.loads((Path(workspace.path) / "credentials.json").read_text())
+    assert "secret_access_key" not in creds["datastores"]["s3"]
+    con = sqlite3.connect(Path(workspace.path) / "history.db")
+    try:
+        row = con.execute("SELECT options, secret_refs FROM datastores WHERE name = 's3'").fetchone()
+    finally:
+        con.close()
+    assert moto_s3.secret_key not in row[0] + row[1] and "env:MY_S3_SECRET" in row[1]
+    monkeypatch.delenv("MY_S3_SECRET")
+    with pytest.raises(ConfigError, match="environment variable MY_S3_SECRET, which is not set"):
+        Datastore.get(workspace, "s3").list_files("")
+
+
+@pytest.fixture(autouse=True)
+def _no_mount_left(workspace: Workspace) -> Iterator[None]:
+    yield
+    from runyard.data.fuse import unmount_stale
+
+    for m in _mounts_under(workspace.path):
+        unmount_stale(m)
