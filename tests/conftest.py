@@ -15,6 +15,9 @@ from click.testing import CliRunner, Result
 
 from runyard.cli import main
 from runyard.workspace import Workspace
+from services import azurite, moto_s3, pytest_runtest_setup
+
+__all__ = ["azurite", "moto_s3", "pytest_runtest_setup"]  # real storage services and the FUSE mark, for every test
 
 
 @pytest.fixture(autouse=True)
