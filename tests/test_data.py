@@ -522,3 +522,79 @@ def _no_mount_left(workspace: Workspace) -> Iterator[None]:
 
     for m in _mounts_under(workspace.path):
         unmount_stale(m)
+
+
+# -- every kind of end -----------------------------------------------------------------
+def test_a_dead_supervisor_leaves_no_mount_behind(workspace: Workspace, src: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _need_fuse()
+    import signal
+    import time
+
+    from runyard import runs as runs_mod
+    from runyard.history import RunStatus
+
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    write(src, "forever.py", """
+        import os, time
+        print("sees", sorted(os.listdir(os.environ["RUNYARD_INPUT_train"])), flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "forever.py", lake.path("train").as_named_input("train").as_mount())
+    history = workspace.open_history()
+    deadline = time.monotonic() + 30
+    while (record := history.get_run(run.id)).status is not RunStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record.status is RunStatus.RUNNING and record.supervisor_pid
+    while "sees" not in driver_log(run) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "'a.csv', 'big.bin', 'notes.txt', 'sub'" in driver_log(run)
+    assert _mounts_under(workspace.path), "the input is not mounted"
+    os.kill(record.supervisor_pid, signal.SIGKILL)
+    while runs_mod.pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
+    assert run.get_status() == "Failed"
+    assert _mounts_under(workspace.path) == []
+
+
+def test_a_run_canceled_while_its_data_downloads(workspace: Workspace, src: Path, moto_s3: MotoS3,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    s3 = Datastore.register_s3(workspace, "s3", moto_s3.new_bucket(), moto_s3.access_key, moto_s3.secret_key,
+                               endpoint_url=moto_s3.endpoint_url, region=moto_s3.region)
+    s3.upload(str(make_tree(tmp_path / "many", {f"f{i:04d}.txt": b"x" * 100 for i in range(1500)})), "many",
+              show_progress=False)
+    monkeypatch.setenv("RUNYARD_TRANSFER_CONCURRENCY", "1")  # slow enough to cancel in the middle
+    run = submit(workspace, src, "read.py", s3.path("many").as_named_input("train"))
+    deadline = time.monotonic() + 30
+    while run.get_status() != "Preparing" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.get_status() == "Preparing"
+    run.cancel()
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Canceled", details
+    assert "FILE" not in driver_log(run)
+    inputs = Path(workspace.runs_dir) / run.id / "data" / "inputs" / "train"
+    assert not any(p.name.endswith(".part") for p in inputs.rglob("*")), "a partial file was left"
+
+
+def test_a_stopped_download_leaves_only_complete_files(workspace: Workspace, tmp_path: Path) -> None:
+    from runyard.data.transfer import get_files
+    from runyard.errors import DataError
+
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    files = lake.list_files("train")
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match="canceled"):
+        get_files(lake, [(f, str(dest / f.path)) for f in files], stop=stop)
+    got = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert got and len(got) < len(files)
+    assert all(TREE[k] == v for k, v in got.items())

@@ -494,7 +494,25 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
                 cleanup_stale(os.path.join(run_folder(ws, run.id), WORK_DIR))
             except Exception:  # best effort: the status is what matters
                 pass
+            _unmount_data(run_folder(ws, run.id))
     return reaped
+
+
+def _unmount_data(folder: str) -> None:
+    """Unmount the input and output mounts a dead supervisor left (their helpers end then)."""
+    from runyard.agent.workdir import mounts_below
+    from runyard.data.materialize import DATA_DIR
+
+    data = os.path.join(folder, DATA_DIR)
+    if not os.path.isdir(data):
+        return
+    from runyard.data.fuse import unmount_stale
+
+    for mp in mounts_below(os.path.realpath(data)):
+        try:
+            unmount_stale(mp)
+        except Exception:  # best effort, as above
+            pass
 
 
 def _record_of(ws: Workspace, run_id: str, history: RunHistory) -> RunRecord:

@@ -309,11 +309,18 @@ def supervise(ws: Workspace, run_id: str) -> int:
         except Exception as exc:
             workdir.cleanup()
             return fail_early("the run could not be recorded", exc)
+        cancel_file = os.path.join(folder, CANCEL_FILE)
+        data.stop = lambda: cancel.requested or os.path.exists(cancel_file)
         try:
             env.update(data.prepare())
         except Exception as exc:
             problems_early = data.unmount_all()
             workdir.cleanup()
+            if data.stop():
+                if not os.path.exists(cancel_file):  # canceled by a signal: say so where canceled_early looks
+                    _append(cancel_file, "")
+                if (code := canceled_early()) is not None:
+                    return code
             detail = "; ".join([str(exc), *problems_early])
             return fail_early("preparing the run's data failed", RunyardError(detail))
         paths = data.paths()

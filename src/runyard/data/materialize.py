@@ -45,7 +45,8 @@ def cache_key(ds: Datastore, f: RemoteFile) -> str:
 
 
 def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
-          progress: Any = False, label: str = "download") -> tuple[int, int]:
+          progress: Any = False, label: str = "download", stop: Callable[[], bool] | None = None
+          ) -> tuple[int, int]:
     """Put each (file, local path) in place through the cache; return (files
     fetched from the datastore, files found in the cache)."""
     from runyard.data.transfer import get_files
@@ -68,7 +69,7 @@ def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], 
         if not ok:
             missing.append((f, cached))
     if missing:
-        get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: os.chmod(p, 0o444))
+        get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: os.chmod(p, 0o444), stop=stop)
     for _f, cached, target in wanted:
         link_or_copy(cached, target)
     return len(missing), len(seen) - len(missing)
@@ -106,7 +107,8 @@ def download_dataset(ws: Workspace, dataset: FileDataset, target: str, *, overwr
 
 
 def _download_files(ws: Workspace, files: Sequence[DatasetFile], target: str, *, overwrite: bool,
-                    progress: Any, say: Callable[[str], None] | None = None) -> list[str]:
+                    progress: Any, say: Callable[[str], None] | None = None,
+                    stop: Callable[[], bool] | None = None) -> list[str]:
     by_store: dict[str, list[tuple[RemoteFile, str]]] = {}
     written = []
     for f in files:
@@ -118,7 +120,8 @@ def _download_files(ws: Workspace, files: Sequence[DatasetFile], target: str, *,
         written.append(dest)
     os.makedirs(target, exist_ok=True)
     for name, plan in by_store.items():
-        got, hit = fetch(ws, Datastore.get(ws, name), plan, progress=progress, label=f"download from {name}")
+        got, hit = fetch(ws, Datastore.get(ws, name), plan, progress=progress, label=f"download from {name}",
+                         stop=stop)
         if say:
             say(f"{len(plan)} files from datastore '{name}' ({hit} from the cache, {got} downloaded)")
     return written
@@ -152,6 +155,8 @@ class RunData:
     mounts: list[Mount] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    stop: Callable[[], bool] | None = None
+    """Asked during long downloads: True ends them (the run was canceled)."""
 
     @classmethod
     def load(cls, ws: Workspace, folder: str, workdir: str, say: Callable[[str], None]) -> RunData | None:
@@ -208,7 +213,8 @@ class RunData:
             else:
                 record["mode"] = "download"
                 self._fresh(target)
-                _download_files(self.ws, files, target, overwrite=True, progress=False, say=self.say)
+                _download_files(self.ws, files, target, overwrite=True, progress=False, say=self.say,
+                                stop=self.stop)
             record["files"], record["bytes"] = len(files), sum(f.size for f in files)
         else:
             ds = Datastore.get(self.ws, item["datastore"])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from runyard.data.datastore import DatastoreError, RemoteFile, clean_path
 from runyard.data.listing import base_of, relative_to
-from runyard.errors import ConfigError
+from runyard.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from runyard._progress import StderrProgress
@@ -191,8 +191,12 @@ def download_prefix(ds: Datastore, prefix: str, dest: str, *, overwrite: bool = 
 
 def get_files(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
               progress: bool | StderrProgress | None = False, label: str = "download",
-              on_done: Callable[[RemoteFile, str], None] | None = None) -> None:
-    """Download each (file, local path); the local path appears only when complete."""
+              on_done: Callable[[RemoteFile, str], None] | None = None,
+              stop: Callable[[], bool] | None = None) -> None:
+    """Download each (file, local path); the local path appears only when complete.
+
+    ``stop`` is asked between files (local) or chunks (services); when it says
+    so the download ends with a DataError, leaving only complete files."""
     bar = Progress(label, progress)
     bar.start(len(plan), sum(f.size for f, _ in plan))
     for _, target in plan:
@@ -201,6 +205,7 @@ def get_files(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
     try:
         if ds.kind == "local":
             def one(item: tuple[RemoteFile, str]) -> None:
+                _check_stop(stop)
                 f, target = item
                 _copy_in(os.path.join(ds.root, f.path), target)
                 _check_size(ds, f, target)
@@ -210,6 +215,7 @@ def get_files(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
             _threads(one, plan, lambda item: bar.advance(1, item[0].size), ds, "downloading")
             return
         for chunk in _chunks(plan, CHUNK):
+            _check_stop(stop)
             parts = [f"{target}.runyard-{tag}.part" for _, target in chunk]
             rpaths = [ds.full_path(f.path) for f, _ in chunk]
             try:
@@ -244,6 +250,11 @@ def _check_size(ds: Datastore, f: RemoteFile, local: str) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------
+def _check_stop(stop: Callable[[], bool] | None) -> None:
+    if stop is not None and stop():
+        raise DataError("stopped: the run was canceled while its data was being downloaded")
+
+
 def _threads(fn: Callable[[Any], None], items: Sequence[Any], done: Callable[[Any], None], ds: Datastore,
              what: str) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -251,7 +262,7 @@ def _threads(fn: Callable[[Any], None], items: Sequence[Any], done: Callable[[An
         for item, fut in futures:
             try:
                 fut.result()
-            except DatastoreError:
+            except (DatastoreError, DataError):
                 raise
             except OSError as exc:
                 raise DatastoreError(f"{what.capitalize()} failed for datastore '{ds.name}' ({ds.describe()}): "
