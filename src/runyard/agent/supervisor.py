@@ -468,12 +468,16 @@ def supervise(ws: Workspace, run_id: str) -> int:
         except Exception as exc:  # recorded on the run; the other steps still run
             problems.append(f"syncing {what} failed: {exc}")
     data_records: list[dict[str, Any]] = []
+    data_failed = False
     if data is not None:  # declared outputs are stored whatever the end; registered only if it completed
         try:
             data_records, data_problems = data.finish()
-            problems.extend(data_problems)
         except Exception as exc:
-            problems.append(f"storing the run's declared outputs failed: {exc}")
+            data_problems = [f"storing the run's declared outputs failed: {exc}"]
+        problems.extend(data_problems)
+        if data_problems and final is RunStatus.COMPLETED:
+            final = RunStatus.FAILED  # its declared data did not all land: not a success to build on
+            data_failed = True
     try:
         artifacts.append(_store_file(store, log_path, DRIVER_LOG_ARTIFACT))
     except Exception as exc:
@@ -489,7 +493,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
     error: str | None = None
     if unrecordable is not None:
         error = f"The run could not be recorded: {unrecordable}"
-    elif final is RunStatus.FAILED:
+    elif final is RunStatus.FAILED and not data_failed:
         error = _traceback_tail(log_path) or (
             f"The script was killed by {signal.Signals(sig).name}" if sig
             else f"The script exited with code {exit_code}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from runyard.data.datastore import Datastore, RemoteFile
 from runyard.data.inputs import placeholder
-from runyard.data.listing import base_of, relative_to
+from runyard.data.listing import base_of, has_glob, relative_to
 from runyard.errors import DataChangedError, DataError, RunyardError
 
 if TYPE_CHECKING:
@@ -218,16 +218,22 @@ class RunData:
             record["files"], record["bytes"] = len(files), sum(f.size for f in files)
         else:
             ds = Datastore.get(self.ws, item["datastore"])
+            found = ds.list_files(item["path"])
+            if not found:
+                raise DataError(f"Input '{name}': nothing at '{item['path']}' in datastore '{ds.name}' "
+                                f"({ds.describe()}). Check the path: runyard datastore ls {ds.name}")
+            base = base_of(item["path"], found)
             if mode == "mount" and self._can_mount(name):
-                self._mount(ds, target, name, root=ds.full_path(item["path"]))
+                if has_glob(item["path"]) or base != item["path"]:  # a glob or one file: exactly what matched
+                    manifest = tuple((relative_to(base, f.path), ds.full_path(f.path), f.size, f.mtime or 0.0)
+                                     for f in found)
+                    self._mount(ds, target, name, manifest=manifest)
+                else:  # a folder: live, as the datastore has it
+                    self._mount(ds, target, name, root=ds.full_path(item["path"]))
+                record["files"], record["bytes"] = len(found), sum(f.size for f in found)
             else:
                 record["mode"] = "download"
-                found = ds.list_files(item["path"])
-                if not found:
-                    raise DataError(f"Input '{name}': nothing at '{item['path']}' in datastore '{ds.name}' "
-                                    f"({ds.describe()}). Check the path: runyard datastore ls {ds.name}")
                 self._fresh(target)
-                base = base_of(item["path"], found)
                 plan = [(f, os.path.join(target, *relative_to(base, f.path).split("/"))) for f in found]
                 _got, hit = fetch(self.ws, ds, plan)
                 self.say(f"input '{name}': {len(found)} files from {ds.name}:{item['path']} "
@@ -330,9 +336,21 @@ class RunData:
                                 for f in listed]
             except Exception as exc:
                 out["error"] = str(exc)
-                problems.append(f"storing output '{rec['name']}' failed: {exc}")
+                kept = f"; its files are kept in {rec['local_path']}" if rec["mode"] == "upload" else ""
+                problems.append(f"storing output '{rec['name']}' failed: {exc}{kept}")
+            else:
+                self._remove_local(rec["local_path"])  # stored at its destination: no second copy on this disk
             records.append(out)
+        for rec in self.inputs:
+            if rec["mode"] == "download":
+                self._remove_local(rec["local_path"])  # links to the cache, or copies
         return records, problems
+
+    def _remove_local(self, path: str) -> None:
+        """Remove a run's own data folder (never one the user named with an absolute path_on_compute)."""
+        own = os.path.join(self.folder, DATA_DIR) + os.sep
+        if (path + os.sep).startswith(own) and os.path.isdir(path) and not os.path.ismount(path):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _upload(self, ds: Datastore, rec: dict[str, Any]) -> None:
         from runyard.data.transfer import local_tree, put_pairs
