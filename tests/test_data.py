@@ -598,3 +598,82 @@ def test_a_stopped_download_leaves_only_complete_files(workspace: Workspace, tmp
     got = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     assert got and len(got) < len(files)
     assert all(TREE[k] == v for k, v in got.items())
+
+
+# -- the cache, and what a version covers -------------------------------------------------
+def test_a_script_that_writes_to_its_input_does_not_change_the_cache(workspace: Workspace, src: Path,
+                                                                      tmp_path: Path) -> None:
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    train = Dataset.File.from_files([(lake, "train")]).register(workspace, "train")
+    write(src, "spoil.py", """
+        import os
+        p = os.path.join(os.environ["RUNYARD_INPUT_train"], "a.csv")
+        os.chmod(p, 0o644)
+        with open(p, "r+b") as f:  # same size, other bytes
+            f.write(b"X,X\\n")
+    """)
+    spoil = submit(workspace, src, "spoil.py", train.as_named_input("train"))
+    assert spoil.wait_for_completion()["status"] == "Completed", driver_log(spoil)
+    run = submit(workspace, src, "read.py", train.as_named_input("train"))
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    assert files_in_log(driver_log(run))["a.csv"] == sha(TREE["train/a.csv"])
+    assert "(3 from the cache, 1 downloaded)" in driver_log(run)
+    got = train.download(str(tmp_path / "dl"), show_progress=False)
+    assert len(got) == 4 and (tmp_path / "dl" / "a.csv").read_bytes() == TREE["train/a.csv"]
+
+
+def test_files_added_under_a_glob_do_not_stop_a_version(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "lake", TREE)
+    lake = Datastore.register_local(workspace, "lake", str(data))
+    train = Dataset.File.from_files([(lake, "train/**/*.csv")]).register(workspace, "train")
+    (data / "train" / "late.csv").write_bytes(b"late\n")
+    assert train.changes().added == ["late.csv"]
+    run = submit(workspace, src, "read.py", train.as_named_input("train"))
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    assert sorted(files_in_log(driver_log(run))) == ["a.csv", "sub/b.csv"]
+    assert "1 added (late.csv) since it was registered; those files are not part of it" in driver_log(run)
+    (data / "train" / "a.csv").unlink()
+    failed = submit(workspace, src, "read.py", train.as_named_input("train"))
+    details = failed.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and "1 removed (a.csv)" in details["error"]
+
+
+def test_overwrite_registers_only_what_the_run_wrote(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    (tmp_path / "lake" / "out" / "stale.txt").parent.mkdir()
+    (tmp_path / "lake" / "out" / "stale.txt").write_text("old")
+    out = OutputFileDatasetConfig("model", destination=(lake, "out")).as_upload(overwrite=True)
+    run = submit(workspace, src, "read.py", lake.path("test").as_named_input("train"),
+                 outputs=[out.register_on_complete("model")])
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    assert sorted(f.rel for f in Dataset.get_by_name(workspace, "model").files) == ["deep/weights.bin",
+                                                                                   "summary.txt"]
+
+
+def test_inputs_of_an_outer_run_do_not_leak_into_a_nested_one(workspace: Workspace, src: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    write(src, "env.py", """
+        from runyard import Run
+        print("INPUTS", sorted(Run.get_context().input_datasets))
+    """)
+    monkeypatch.setenv("RUNYARD_INPUT_outer", "/somewhere")
+    run = submit(workspace, src, "env.py")
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert "INPUTS []" in driver_log(run)
+
+
+def test_a_placeholder_without_its_input_is_an_error(workspace: Workspace, src: Path) -> None:
+    p = runyard_cli(workspace, "run", "--source-dir", str(src), "read.py", "${{inputs.train}}")
+    assert p.returncode == 1 and "refers to input 'train'" in p.stderr and "--input train=" in p.stderr
+    with pytest.raises(ConfigError, match="refers to output 'model'"):
+        submit(workspace, src, "read.py", "--out", "${{outputs.model}}")
+
+
+def test_create_if_not_exists_with_a_key_from_the_environment(workspace: Workspace, azurite: Azurite,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZ_KEY_FOR_TEST", azurite.account_key)
+    ds = Datastore.register_azure_blob_container(workspace, "made", "madehere", azurite.account_name,
+                                                 account_key="env:AZ_KEY_FOR_TEST", endpoint=azurite.blob_endpoint,
+                                                 create_if_not_exists=True)
+    assert ds.list_files("") == []
+    assert Datastore.get(workspace, "made").masked_options()["account_key"] == "(from $AZ_KEY_FOR_TEST)"

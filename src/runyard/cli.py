@@ -385,7 +385,7 @@ def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, 
     arguments: list[str] = list(args)
     ins: list[Any] = []
     outs: list[Any] = []
-    if inputs or outputs or registers or overwrites:
+    if inputs or outputs or registers or overwrites or any("${{" in a for a in arguments):
         from runyard.data.inputs import collect, parse_input, parse_output
 
         ins = [parse_input(ws, text) for text in inputs]

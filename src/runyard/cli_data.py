@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from runyard.cli_common import _Failure, _Group, _open_workspace
-from runyard.config import format_size
+from runyard.config import format_size, plural
 
 
 def _secret_help(what: str) -> str:
@@ -112,12 +112,12 @@ def datastore_show(ctx: click.Context, name: str) -> None:
     from runyard.data.datastore import Datastore
 
     ds = Datastore.get(_open_workspace(ctx), name)
-    click.echo(f"name:      {ds.name}")
-    click.echo(f"kind:      {ds.kind}")
-    click.echo(f"location:  {ds.describe()}")
-    click.echo(f"endpoint:  {ds.endpoint}")
+    click.echo(f"{'name:':<18} {ds.name}")
+    click.echo(f"{'kind:':<18} {ds.kind}")
+    click.echo(f"{'location:':<18} {ds.describe()}")
+    click.echo(f"{'endpoint:':<18} {ds.endpoint}")
     for key, value in sorted(ds.masked_options().items()):
-        click.echo(f"{key + ':':<10} {value}")
+        click.echo(f"{key + ':':<18} {value}")
 
 
 @datastore_group.command("rm")
@@ -149,7 +149,8 @@ def datastore_upload(ctx: click.Context, name: str, src: str, dest_path: str, ov
         written = ds.upload(src, dest_path, overwrite=overwrite)
     else:
         written = ds.upload_files([src], target_path=dest_path, overwrite=overwrite)
-    click.echo(f"Uploaded {len(written)} files to {name}:{dest_path or '/'} in {time.monotonic() - start:.1f} s")
+    took = time.monotonic() - start
+    click.echo(f"Uploaded {plural(len(written), 'file')} to {name}:{dest_path or '/'} in {took:.1f} s")
 
 
 @datastore_group.command("download")
@@ -165,7 +166,8 @@ def datastore_download(ctx: click.Context, name: str, src_path: str, dest: str, 
     ds = Datastore.get(_open_workspace(ctx), name)
     start = time.monotonic()
     n = ds.download(dest, src_path, overwrite=overwrite)
-    click.echo(f"Downloaded {n} files from {name}:{src_path or '/'} into {dest} in {time.monotonic() - start:.1f} s")
+    took = time.monotonic() - start
+    click.echo(f"Downloaded {plural(n, 'file')} from {name}:{src_path or '/'} into {dest} in {took:.1f} s")
 
 
 # -- datasets -----------------------------------------------------------------------
@@ -211,8 +213,12 @@ def dataset_register(ctx: click.Context, name: str, sources: tuple[str, ...], de
     row, new = catalog(ws).add_dataset_version(
         name, sources=[s.as_dict() for s in srcs], files=[f.row() for f in files],
         total_bytes=unregistered.total_bytes, digest=unregistered.digest, description=description, tags=tag_map)
-    what = "Registered" if new else "Unchanged since"
-    click.echo(f"{what} {name}:{row.version}: {row.file_count} files, {format_size(row.total_bytes)}")
+    if new:
+        click.echo(f"Registered {name}:{row.version}: {plural(row.file_count, 'file')}, {format_size(row.total_bytes)}")
+    else:
+        click.echo(f"Unchanged since {name}:{row.version} ({plural(row.file_count, 'file')}, "
+                   f"{format_size(row.total_bytes)}): no new version; a version keeps the description and tags "
+                   "it was registered with")
 
 
 @dataset_group.command("ls")
@@ -296,7 +302,7 @@ def dataset_download(ctx: click.Context, ref: str, dest: str, overwrite: bool) -
 
     ds = get_version(_open_workspace(ctx), ref)
     paths = ds.download(dest, overwrite=overwrite)
-    click.echo(f"Downloaded {len(paths)} files of {ds.name}:{ds.version} into {dest}")
+    click.echo(f"Downloaded {plural(len(paths), 'file')} of {ds.name}:{ds.version} into {dest}")
 
 
 __all__ = ["dataset_group", "datastore_group"]

@@ -85,6 +85,11 @@ def parse_count(value: object, where: str) -> int:
     return n
 
 
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def format_size(n: int) -> str:
     """A human size in binary units: ``1.5 MiB``."""
     if n < 1024:

@@ -60,7 +60,8 @@ class Experiment:
         arguments: list[str] = [str(a) for a in config.arguments]
         inputs: list[Any] = []
         outputs: list[Any] = []
-        if config.inputs or config.outputs or any(not isinstance(a, str | int | float) for a in config.arguments):
+        if config.inputs or config.outputs or any(not isinstance(a, str | int | float) or "${{" in str(a)
+                                                  for a in config.arguments):
             from runyard.data.inputs import collect
 
             arguments, inputs, outputs = collect(config.arguments, config.inputs, config.outputs)

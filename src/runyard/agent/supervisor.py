@@ -276,7 +276,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
     logs_dir = os.path.join(wd, "logs")
     os.makedirs(outputs_dir, exist_ok=True)
     os.makedirs(logs_dir, exist_ok=True)
-    env = dict(os.environ)
+    # Another run's inputs and outputs (runyard run started inside a run) are not this run's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNYARD_INPUT_", "RUNYARD_OUTPUT_"))}
     env.update({
         "RUNYARD_RUN_ID": run_id,
         "RUNYARD_EXPERIMENT": request.experiment,

@@ -169,15 +169,15 @@ class Datastore:
         given = {k: str(v) for k, v in (secrets or {}).items() if v is not None and str(v) != ""}
         for key in opts:
             if key not in spec.options:
-                raise ConfigError(f"A {kind} datastore has no option '{key}'. Its options: "
+                raise ConfigError(f"{_a(kind)} datastore has no option '{key}'. Its options: "
                                   f"{', '.join(spec.options + spec.secrets)}.")
         for key in given:
             if key not in spec.secrets:
-                raise ConfigError(f"A {kind} datastore has no credential '{key}'. Its credentials: "
+                raise ConfigError(f"{_a(kind)} datastore has no credential '{key}'. Its credentials: "
                                   f"{', '.join(spec.secrets) or 'none'}.")
         for key in spec.required:
             if key not in opts:
-                raise ConfigError(f"A {kind} datastore needs its {key.replace('_', ' ')} "
+                raise ConfigError(f"{_a(kind)} datastore needs its {key.replace('_', ' ')} "
                                   f"(--{key.replace('_', '-')}).")
         if kind == "local":
             opts["path"] = os.path.abspath(os.path.expanduser(opts["path"]))
@@ -217,9 +217,12 @@ class Datastore:
         if not any(secrets.values()):
             options["credential"] = "default"
         if create_if_not_exists:
-            probe = cls(workspace, datastore_name, "azureblob",
-                        {k: v for k, v in options.items() if v}, {k: "stored" for k, v in secrets.items() if v})
-            probe._secrets = {k: v for k, v in secrets.items() if v}
+            from runyard.data import credentials
+
+            refs, values = credentials.split({k: v for k, v in secrets.items() if v})
+            probe = cls(workspace, datastore_name, "azureblob", {k: v for k, v in options.items() if v}, refs)
+            probe._secrets = {**values, **{k: credentials.resolve(workspace.path, datastore_name, {k: r})[k]
+                                           for k, r in refs.items() if r != credentials.STORED}}
             probe.create_root()
         return cls.register(workspace, datastore_name, "azureblob", options, secrets, overwrite=overwrite)
 
@@ -575,6 +578,10 @@ def catalog(workspace: Workspace) -> DataCatalog:
     return DataCatalog(workspace.open_history())
 
 
+def _a(kind: str) -> str:
+    return f"An {kind}" if kind[0] in "aeiou" else f"A {kind}"
+
+
 def _check_container(name: str) -> None:
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", name):
         raise ConfigError(f"'{name}' is not a valid Azure container name: 3-63 lowercase letters, digits and "
@@ -596,7 +603,9 @@ def _bound_azure_retries(fs: Any, args: Mapping[str, Any], options: Mapping[str,
     # Blob Storage's own ExponentialRetry waits 15 s (+ up to 3 s of jitter),
     # then 3 x as long; Datastore.call retries instead, after 0.5, 1, 2 s.
     policy: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10}
-    if args.get("connection_string"):
+    if options.get("endpoint") and not secrets and options.get("credential") == "default":
+        client = BlobServiceClient(options["endpoint"], credential=_default_azure_credential(), **policy)
+    elif args.get("connection_string"):
         client = BlobServiceClient.from_connection_string(args["connection_string"], **policy)
     elif options.get("account_name"):
         url = f"https://{options['account_name']}.blob.core.windows.net"
@@ -606,16 +615,20 @@ def _bound_azure_retries(fs: Any, args: Mapping[str, Any], options: Mapping[str,
         if credential is None and "sas_token" not in secrets:
             if options.get("credential") != "default":
                 return
-            try:
-                from azure.identity.aio import DefaultAzureCredential
-            except ImportError as exc:
-                raise DatastoreError("Signing in to Azure without a key needs azure-identity: "
-                                     "pip install azure-identity") from exc
-            credential = DefaultAzureCredential()
+            credential = _default_azure_credential()
         client = BlobServiceClient(url, credential=credential, **policy)
     else:
         return
     fs.service_client = client
+
+
+def _default_azure_credential() -> Any:
+    try:
+        from azure.identity.aio import DefaultAzureCredential
+    except ImportError as exc:
+        raise DatastoreError("Signing in to Azure without a key or token (DefaultAzureCredential) needs "
+                             "azure-identity: pip install 'runyard[azure]'") from exc
+    return DefaultAzureCredential()
 
 
 def classify(exc: BaseException) -> str:

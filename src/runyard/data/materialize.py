@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from runyard.config import plural
 from runyard.data.datastore import Datastore, RemoteFile
 from runyard.data.inputs import placeholder
 from runyard.data.listing import base_of, has_glob, relative_to
@@ -62,17 +63,38 @@ def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], 
         if key in seen:
             continue
         seen.add(key)
-        try:
-            ok = os.stat(cached).st_size == f.size
-        except FileNotFoundError:
-            ok = False
-        if not ok:
+        if not _cached_intact(cached, f.size):
             missing.append((f, cached))
     if missing:
-        get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: os.chmod(p, 0o444), stop=stop)
+        get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: _seal(p), stop=stop)
     for _f, cached, target in wanted:
         link_or_copy(cached, target)
     return len(missing), len(seen) - len(missing)
+
+
+# A cached file is shared by hard links with the runs and downloads that use
+# it, so a script that writes to its input would change the cache. Each entry
+# has a stamp of its size and mtime taken when it was downloaded; writing or
+# truncating through any link changes them, and such an entry is fetched
+# again. (Links themselves change only the ctime, which is why it is not used.)
+_STAMP: Final = ".stamp"
+
+
+def _seal(path: str) -> None:
+    os.chmod(path, 0o444)
+    st = os.stat(path)
+    with open(path + _STAMP, "w", encoding="ascii") as fh:
+        fh.write(f"{st.st_size} {st.st_mtime_ns}\n")
+
+
+def _cached_intact(path: str, size: int) -> bool:
+    try:
+        st = os.stat(path)
+        with open(path + _STAMP, encoding="ascii") as fh:
+            stamp = fh.read().split()
+    except OSError:  # missing, or never stamped (an interrupted download)
+        return False
+    return st.st_size == size and stamp == [str(st.st_size), str(st.st_mtime_ns)]
 
 
 def link_or_copy(src: str, dest: str) -> None:
@@ -86,23 +108,29 @@ def link_or_copy(src: str, dest: str) -> None:
 
 
 # -- datasets ---------------------------------------------------------------------
-def check_unchanged(ws: Workspace, dataset: FileDataset | None, sources: Sequence[Any],
-                    files: Sequence[DatasetFile], label: str) -> None:
+def check_unchanged(ws: Workspace, sources: Sequence[Any], files: Sequence[DatasetFile], label: str,
+                    say: Callable[[str], None] | None = None) -> None:
+    """Refuse a version whose recorded files changed or went away at their datastore.
+
+    Files added since (matching its globs) are not part of the version and
+    do not stop anything; they are mentioned."""
     from runyard.data.dataset import Source, changes_of
 
     srcs = [s if isinstance(s, Source) else Source(**s) for s in sources]
     changes = changes_of(ws, srcs, files)
-    if not changes.unchanged:
+    if changes.changed or changes.removed:
         raise DataChangedError(
-            f"The data of {label} changed since it was registered: {changes.summary()}. The run would not read "
-            "what the version recorded. Register the data as a new version (runyard dataset register NAME "
-            "--from ...) and use that.")
+            f"The data of {label} changed since it was registered: {changes.summary()}. Reading it now would not "
+            "give what the version recorded. Register the data again as a new version (runyard dataset register "
+            "NAME --from ...) and use that one.")
+    if changes.added and say is not None:
+        say(f"{label}: {changes.summary()} since it was registered; those files are not part of it")
 
 
 def download_dataset(ws: Workspace, dataset: FileDataset, target: str, *, overwrite: bool = False,
                      progress: Any = False) -> list[str]:
     label = f"dataset '{dataset.name}' version {dataset.version}" if dataset.name else "the dataset"
-    check_unchanged(ws, dataset, dataset.sources, dataset.files, label)
+    check_unchanged(ws, dataset.sources, dataset.files, label)
     return _download_files(ws, dataset.files, target, overwrite=overwrite, progress=progress)
 
 
@@ -123,7 +151,7 @@ def _download_files(ws: Workspace, files: Sequence[DatasetFile], target: str, *,
         got, hit = fetch(ws, Datastore.get(ws, name), plan, progress=progress, label=f"download from {name}",
                          stop=stop)
         if say:
-            say(f"{len(plan)} files from datastore '{name}' ({hit} from the cache, {got} downloaded)")
+            say(f"{plural(len(plan), 'file')} from datastore '{name}' ({hit} from the cache, {got} downloaded)")
     return written
 
 
@@ -201,7 +229,7 @@ class RunData:
             files = [DatasetFile.from_row(r) for r in item["files"]]
             label = (f"dataset '{item['dataset']}' version {item['version']}" if item.get("dataset")
                      else f"input '{name}'")
-            check_unchanged(self.ws, None, item["sources"], files, label)
+            check_unchanged(self.ws, item["sources"], files, label, self.say)
             stores = sorted({f.datastore for f in files})
             if mode == "mount" and len(stores) > 1:
                 self.say(f"input '{name}' spans datastores {', '.join(stores)}; a mount shows one datastore, "
@@ -236,7 +264,7 @@ class RunData:
                 self._fresh(target)
                 plan = [(f, os.path.join(target, *relative_to(base, f.path).split("/"))) for f in found]
                 _got, hit = fetch(self.ws, ds, plan)
-                self.say(f"input '{name}': {len(found)} files from {ds.name}:{item['path']} "
+                self.say(f"input '{name}': {plural(len(found), 'file')} from {ds.name}:{item['path']} "
                          f"({hit} from the cache)")
                 record["files"], record["bytes"] = len(found), sum(f.size for f in found)
         self.inputs.append(record)
@@ -282,9 +310,9 @@ class RunData:
         if not item.get("overwrite"):
             there = ds.list_files(dest)
             if there:
-                raise DataError(f"Output path already exist: {ds.name}:{dest} ({len(there)} files, e.g. "
+                raise DataError(f"Output path already exist: {ds.name}:{dest} ({plural(len(there), 'file')}, e.g. "
                                 f"'{there[0].path}'). Pick another destination, remove those files, or allow "
-                                "overwriting (as_upload(overwrite=True)).")
+                                f"overwriting (as_upload(overwrite=True), or runyard run --overwrite-output {name}).")
         target = self.local_path(item, "outputs")
         record = {"name": name, "mode": item["mode"], "datastore": ds.name, "path": dest, "local_path": target,
                   "register": item.get("register"), "globs": item.get("source_globs")}
@@ -328,9 +356,10 @@ class RunData:
                    "path": rec["path"], "register": rec["register"], "files": [], "error": None}
             try:
                 ds = Datastore.get(self.ws, rec["datastore"])
-                if rec["mode"] == "upload":
-                    self._upload(ds, rec)
+                written = self._upload(ds, rec) if rec["mode"] == "upload" else None
                 listed = ds.list_files(rec["path"])
+                if written is not None:  # files older runs left there (overwrite=True) are not this output
+                    listed = [f for f in listed if f.path in written]
                 base = rec["path"]
                 out["files"] = [[relative_to(base, f.path), ds.name, f.path, f.size, f.fingerprint, f.mtime]
                                 for f in listed]
@@ -352,12 +381,13 @@ class RunData:
         if (path + os.sep).startswith(own) and os.path.isdir(path) and not os.path.ismount(path):
             shutil.rmtree(path, ignore_errors=True)
 
-    def _upload(self, ds: Datastore, rec: dict[str, Any]) -> None:
+    def _upload(self, ds: Datastore, rec: dict[str, Any]) -> set[str]:
+        """Upload an output's local folder; return the datastore paths it holds."""
         from runyard.data.transfer import local_tree, put_pairs
 
         local = rec["local_path"]
         if not os.path.isdir(local):
-            return
+            return set()
         globs = rec.get("globs")
         pairs = []
         for path, rel in local_tree(local):
@@ -366,7 +396,8 @@ class RunData:
             pairs.append((path, f"{rec['path']}/{rel}"))
         if pairs:
             put_pairs(ds, pairs, overwrite=True, label=f"output {rec['name']}")
-        self.say(f"output '{rec['name']}': {len(pairs)} files to {ds.name}:{rec['path']}")
+        self.say(f"output '{rec['name']}': {plural(len(pairs), 'file')} to {ds.name}:{rec['path']}")
+        return {remote for _, remote in pairs}
 
 
 __all__ = ["RunData", "cache_key", "download_dataset", "fetch", "link_or_copy", "local_path"]

@@ -257,7 +257,7 @@ def _check_stop(stop: Callable[[], bool] | None) -> None:
 
 def _threads(fn: Callable[[Any], None], items: Sequence[Any], done: Callable[[Any], None], ds: Datastore,
              what: str) -> None:
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=min(concurrency(), 16)) as pool:
         futures = [(item, pool.submit(fn, item)) for item in items]
         for item, fut in futures:
             try:
