@@ -15,9 +15,10 @@ from click.testing import CliRunner, Result
 
 from runyard.cli import main
 from runyard.workspace import Workspace
-from services import azurite, moto_s3, pytest_runtest_setup
+from services import azurite, gcs, moto_s3, pytest_runtest_setup
 
-__all__ = ["azurite", "moto_s3", "pytest_runtest_setup"]  # real storage services and the FUSE mark, for every test
+# Real storage services and the FUSE mark, for every test.
+__all__ = ["azurite", "gcs", "moto_s3", "pytest_runtest_setup"]
 
 
 @pytest.fixture(autouse=True)

@@ -330,6 +330,62 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         yield MotoS3(host="127.0.0.1", port=port, log_path=tmp / "moto.log")
 
 
+# --- GCS (gcp-storage-emulator) ---------------------------------------------------
+
+GCS_EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
+
+
+@dataclass(frozen=True)
+class GcsEmulator:
+    """A running gcp-storage-emulator (in memory), used for Google Cloud Storage."""
+
+    host: str
+    port: int
+    project: str = "runyard-test"
+    log_path: Path | None = field(default=None, compare=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def filesystem(self) -> Any:
+        import gcsfs
+
+        return gcsfs.GCSFileSystem(endpoint_url=self.endpoint_url, token="anon", project=self.project,
+                                   skip_instance_cache=True)
+
+    def new_bucket(self, prefix: str = "g") -> str:
+        name = _unique_name(prefix, "g")
+        self.filesystem().mkdir(name)
+        return name
+
+
+def _gcs_missing() -> str | None:
+    if not GCS_EMULATOR.exists():
+        return (f"gcp-storage-emulator is not installed next to {sys.executable}: "
+                "run `./dev test` (it is in requirements/test.lock)")
+    return None
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    """A GCS emulator on 127.0.0.1, for the whole session.
+
+    gcsfs asks a gRPC endpoint for a bucket's type unless
+    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is false; an emulator has none (60 s
+    timeout), so it is set false here, before gcsfs is imported."""
+    missing = _gcs_missing()
+    if missing:
+        unavailable(missing)
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+    def argv(port: int, tmp: Path) -> list[str]:
+        return [str(GCS_EMULATOR), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
+
+    with _serve("gcs", argv, tmp_path_factory.getbasetemp()) as (port, tmp):
+        yield GcsEmulator(host="127.0.0.1", port=port, log_path=tmp / "gcs.log")
+
+
 # --- FUSE -----------------------------------------------------------------------
 
 

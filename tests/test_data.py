@@ -1,8 +1,8 @@
 """Datastores, datasets, run inputs and declared outputs, against real services.
 
 One conformance suite runs on every datastore kind: a local folder, Azure
-Blob (Azurite) and S3 (a moto server), each started by the test session on
-127.0.0.1. Runs are real runs (a supervisor process, a script).
+Blob (Azurite), S3 (a moto server) and GCS (gcp-storage-emulator), each
+started by the test session on 127.0.0.1. Runs are real runs (a supervisor process, a script).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from runyard.errors import (
     NotFoundError,
 )
 from runyard.workspace import Workspace
-from services import Azurite, MotoS3, free_port
+from services import Azurite, GcsEmulator, MotoS3, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
-KINDS = ["local", "azureblob", "s3"]
+KINDS = ["local", "azureblob", "s3", "gcs"]
 
 
 @pytest.fixture(params=KINDS)
@@ -55,6 +55,10 @@ def store(request: pytest.FixtureRequest, workspace: Workspace, tmp_path: Path,
         return Datastore.register_azure_blob_container(
             workspace, "store", az.new_container(), az.account_name, account_key="env:TEST_AZ_KEY",
             endpoint=az.blob_endpoint)
+    if kind == "gcs":
+        g: GcsEmulator = request.getfixturevalue("gcs")
+        return Datastore.register_gcs(workspace, "store", g.new_bucket(), project=g.project,
+                                      endpoint_url=g.endpoint_url, token="anon")
     s3: MotoS3 = request.getfixturevalue("moto_s3")
     return Datastore.register_s3(workspace, "store", s3.new_bucket(), s3.access_key, s3.secret_key,
                                  endpoint_url=s3.endpoint_url, region=s3.region)
@@ -326,7 +330,7 @@ def test_output_in_mount_mode_writes_through(store: Datastore, workspace: Worksp
     assert not _mounts_under(workspace.path)
 
 
-@pytest.mark.parametrize("store", ["azureblob", "s3"], indirect=True)
+@pytest.mark.parametrize("store", ["azureblob", "s3", "gcs"], indirect=True)
 def test_snapshot_store_on_a_datastore(store: Datastore, workspace: Workspace, tmp_path: Path) -> None:
     workspace.set_setting("store.url", "datastore://store/snapshots")
     proj = make_tree(tmp_path / "p", {"a.py": b"print(1)\n", "pkg/b.py": b"x = 2\n"})

@@ -392,7 +392,11 @@ def test_fsspec_streamed_upload_failure_cleans_up(tmp_path: Path, monkeypatch: p
 
 
 def test_missing_backend_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    loaded = importlib.import_module("fsspec.registry")._registry  # (fsspec.registry is a read-only view)
     monkeypatch.setitem(sys.modules, "s3fs", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.delitem(loaded, "s3", raising=False)  # and not loaded before
     with pytest.raises(StoreError, match=r"pip install 'runyard\[s3\]'"):
         open_store("s3://some-bucket/runyard")
 

@@ -420,6 +420,10 @@ class Datastore:
 
         protocol, args = self._fs_args()
         kind = KINDS[self.kind]
+        if self.kind == "gcs" and self.options.get("endpoint_url"):
+            # gcsfs would first ask a gRPC endpoint what kind of bucket it is:
+            # an emulator or proxy has none, and the question times out (60 s).
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
         try:
             fs = fsspec.filesystem(protocol, **args)
         except ImportError as exc:

@@ -1,9 +1,10 @@
 """The object store on any fsspec filesystem (``memory://``, ``s3://``, ...).
 
 fsspec and the backend's package are imported only when such a store is
-opened. Each write goes to ``tmp/`` first and is moved into place, so a blob
-appears under its final name only when complete (on object stores the move is
-a server-side copy; the final object is written in one request).
+opened. On a filesystem each write goes to ``tmp/`` first and is moved into
+place, so a blob appears under its final name only when complete. Object
+stores (S3, GCS, Azure Blob) show an object only once its upload completed,
+so there a blob is written under its final name directly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from runyard.store.base import (
 )
 
 STREAM_ABOVE: Final = 64 << 20
+OBJECT_STORES: Final = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 _HINTS: Final = {
     "s3": "pip install 'runyard[s3]' (s3fs)",
     "s3a": "pip install 'runyard[s3]' (s3fs)",
@@ -89,7 +91,21 @@ class FsspecStore(ObjectStore):
     def has(self, digest: str) -> bool:
         return bool(self.fs.exists(self._key(blob_key(digest))))
 
+    @property
+    def _direct(self) -> bool:
+        """Object stores make an object visible only once its upload is complete,
+        so a blob is written under its final name at once: the copy a move
+        costs there (and the emulators that lack a server-side move) is saved."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple | list) else (self.fs.protocol,)
+        return any(p in OBJECT_STORES for p in protocols)
+
     def _put_at(self, key: str, data: bytes) -> None:
+        if self._direct:
+            try:
+                self.fs.pipe_file(self._key(key), data)
+            except OSError as exc:
+                raise StoreError(f"Cannot write {key} to the store at {self.url}: {exc}.") from exc
+            return
         tmp = self._key(f"tmp/{uuid.uuid4().hex}")
         try:
             self.fs.pipe_file(tmp, data)
@@ -129,10 +145,12 @@ class FsspecStore(ObjectStore):
             digest = h.hexdigest()
             if self.has(digest):
                 return digest, size, False
-            tkey = self._key(f"tmp/{uuid.uuid4().hex}")
+            final = self._key(blob_key(digest))
+            tkey = final if self._direct else self._key(f"tmp/{uuid.uuid4().hex}")
             try:
                 self.fs.put_file(tmp.name, tkey)
-                self.fs.mv(tkey, self._key(blob_key(digest)))
+                if tkey != final:
+                    self.fs.mv(tkey, final)
             except OSError as exc:
                 self._remove_quietly(tkey)
                 raise StoreError(f"Cannot upload {src.name} to the store at {self.url}: {exc}.") from exc
