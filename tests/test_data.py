@@ -681,3 +681,26 @@ def test_create_if_not_exists_with_a_key_from_the_environment(workspace: Workspa
                                                  create_if_not_exists=True)
     assert ds.list_files("") == []
     assert Datastore.get(workspace, "made").masked_options()["account_key"] == "(from $AZ_KEY_FOR_TEST)"
+
+
+def test_the_download_cache_is_pruned_least_recently_used_first(workspace: Workspace, tmp_path: Path) -> None:
+    import time
+
+    from runyard.data.materialize import CACHE_DIR, fetch, prune_cache
+
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", {
+        "old.bin": b"o" * 1000, "mid.bin": b"m" * 1000, "new.bin": b"n" * 1000})))
+    files = {f.path: f for f in lake.list_files("")}
+    for name in ("old.bin", "mid.bin", "new.bin"):
+        fetch(workspace, lake, [(files[name], str(tmp_path / "got" / name))])
+        time.sleep(0.02)
+    fetch(workspace, lake, [(files["old.bin"], str(tmp_path / "again" / "old.bin"))])  # used again: now newest
+    cache = Path(workspace.cache_dir) / CACHE_DIR
+    assert len([p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".stamp")]) == 3
+    assert prune_cache(workspace, 2500) == (1, 1000)
+    assert prune_cache(workspace) == (0, 0)  # the default limit (20 GiB) keeps them
+    workspace.set_setting("data.cache_max_bytes", "1500B")
+    assert prune_cache(workspace) == (1, 1000)
+    _, hit = fetch(workspace, lake, [(files["old.bin"], str(tmp_path / "third" / "old.bin"))])
+    assert hit == 1, "the most recently used file was kept"
+    assert (tmp_path / "got" / "mid.bin").read_bytes() == b"m" * 1000  # links of runs survive pruning

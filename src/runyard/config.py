@@ -37,6 +37,7 @@ KNOWN_KEYS: Final = {
     "snapshot.max_files": "count",
     "store.url": "text",
     "history.url": "text",
+    "data.cache_max_bytes": "size",
 }
 
 

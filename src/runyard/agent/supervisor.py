@@ -488,6 +488,10 @@ def supervise(ws: Workspace, run_id: str) -> int:
     except Exception as exc:  # what is left is cleaned up by the next reader (cleanup_stale)
         problems.append(f"removing the working directory failed: {exc}")
     _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
+    if data is not None and data.inputs:
+        from runyard.data.materialize import prune_cache
+
+        _quietly(lambda: prune_cache(ws))
 
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None

@@ -63,7 +63,9 @@ def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], 
         if key in seen:
             continue
         seen.add(key)
-        if not _cached_intact(cached, f.size):
+        if _cached_intact(cached, f.size):
+            _touch(cached)
+        else:
             missing.append((f, cached))
     if missing:
         get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: _seal(p), stop=stop)
@@ -78,6 +80,62 @@ def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], 
 # truncating through any link changes them, and such an entry is fetched
 # again. (Links themselves change only the ctime, which is why it is not used.)
 _STAMP: Final = ".stamp"
+
+
+DEFAULT_CACHE_MAX: Final = 20 << 30
+"""Bytes the download cache may hold before its least recently used files go (``data.cache_max_bytes``)."""
+
+
+def prune_cache(ws: Workspace, max_bytes: int | None = None) -> tuple[int, int]:
+    """Remove the least recently used cached files until the cache holds at
+    most ``max_bytes`` (default: the workspace's ``data.cache_max_bytes``,
+    else 20 GiB; 0 keeps everything). Runs that link a removed file keep
+    their copy. Returns (files removed, bytes freed)."""
+    from runyard.config import parse_size
+
+    if max_bytes is None:
+        setting = ws.get_setting("data.cache_max_bytes")
+        max_bytes = DEFAULT_CACHE_MAX if setting is None else parse_size(setting, "data.cache_max_bytes")
+    root = os.path.join(ws.cache_dir, CACHE_DIR)
+    if max_bytes <= 0 or not os.path.isdir(root):
+        return 0, 0
+    entries = []
+    total = 0
+    for sub in os.scandir(root):
+        if not sub.is_dir(follow_symlinks=False):
+            continue
+        for e in os.scandir(sub.path):
+            if e.name.endswith(_STAMP) or ".runyard-" in e.name:
+                continue
+            try:
+                size = e.stat(follow_symlinks=False).st_size
+                used = os.stat(e.path + _STAMP).st_mtime
+            except OSError:
+                used = 0.0  # never stamped: an interrupted download, first to go
+                size = 0
+            entries.append((used, size, e.path))
+            total += size
+    removed = freed = 0
+    for _used, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        for p in (path, path + _STAMP):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        total -= size
+        removed += 1
+        freed += size
+    return removed, freed
+
+
+def _touch(path: str) -> None:
+    """Mark a cache entry used now (its stamp's mtime orders the pruning)."""
+    try:
+        os.utime(path + _STAMP)
+    except OSError:
+        pass
 
 
 def _seal(path: str) -> None:
