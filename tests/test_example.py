@@ -30,3 +30,16 @@ def test_quickstart_runs_and_keeps_outputs_logs_and_metrics(workspace: Workspace
     assert {"outputs/model.json", "logs/train.log"} <= set(run.get_file_names())
     metrics = run.get_metrics()
     assert len(metrics["loss"]) == 3 and len(metrics["accuracy"]) == 3
+    # the data came from a dataset, and the model went out as a new dataset version
+    assert "read 2000 samples from" in out.stdout
+    details = run.get_details()
+    assert [(d["dataset"], d["version"], d["state"]) for d in details["inputDatasets"]] == [
+        ("quickstart_blobs", 1, "read")]
+    assert [(d["dataset"], d["version"], d["state"]) for d in details["outputDatasets"]] == [
+        ("quickstart_model", 1, "registered")]
+    # a second run reads the same version from the cache and makes model version 2
+    again = subprocess.run([sys.executable, str(ROOT / "examples" / "run_quickstart.py"), "1"], env=env,
+                           capture_output=True, text=True, timeout=110)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "dataset quickstart_blobs:1" in again.stdout and "(1 from the cache, 0 downloaded)" in again.stdout
+    assert "(dataset quickstart_model:2)" in again.stdout

@@ -1,19 +1,22 @@
 """A small, real training script: logistic regression by gradient descent.
 
-Pure Python (no numpy), deterministic. It reads its settings from config.json,
-logs loss and accuracy per epoch as run metrics (``runyard.Run.get_context()``;
-outside runyard they are printed instead), writes a line per epoch to stdout
-and ./logs/train.log, and writes the trained model to ./outputs/model.json,
-the folders runyard keeps for a run.
+Pure Python (no numpy), deterministic. It reads its settings from config.json
+and its data from ``--data DIR/blobs.csv`` (a run input; without it the same
+data is generated here), logs loss and accuracy per epoch as run metrics
+(``runyard.Run.get_context()``; outside runyard they are printed instead),
+writes a line per epoch to stdout and ./logs/train.log, and writes the
+trained model to ./outputs/model.json, the folders runyard keeps for a run,
+and to ``--model-dir`` (a declared output) when given.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
 import math
 import os
 import random
-import sys
 
 import runyard
 
@@ -30,6 +33,18 @@ def make_data(n: int, seed: int) -> list[tuple[list[float], int]]:
     return data
 
 
+def read_data(path: str) -> list[tuple[list[float], int]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [([float(r["x1"]), float(r["x2"])], int(r["label"])) for r in csv.DictReader(fh)]
+
+
+def write_data(path: str, data: list[tuple[list[float], int]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["x1", "x2", "label"])
+        out.writerows([f"{x[0]:.6f}", f"{x[1]:.6f}", y] for x, y in data)
+
+
 def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
@@ -37,8 +52,17 @@ def sigmoid(z: float) -> float:
 def main() -> int:
     with open("config.json", encoding="utf-8") as fh:
         cfg = json.load(fh)
-    epochs = int(sys.argv[1]) if len(sys.argv) > 1 else int(cfg["epochs"])
-    data = make_data(cfg["samples"], cfg["seed"])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("epochs", nargs="?", type=int, default=int(cfg["epochs"]))
+    parser.add_argument("--data", help="a folder with blobs.csv (a run input)")
+    parser.add_argument("--model-dir", help="a folder to write the model to (a declared output)")
+    args = parser.parse_args()
+    epochs = args.epochs
+    if args.data:
+        data = read_data(os.path.join(args.data, "blobs.csv"))
+        print(f"read {len(data)} samples from {args.data}")
+    else:
+        data = make_data(cfg["samples"], cfg["seed"])
     split = int(0.8 * len(data))
     train, test = data[:split], data[split:]
     run = runyard.Run.get_context()
@@ -63,9 +87,11 @@ def main() -> int:
             print(line, flush=True)
             log.write(line + "\n")
             log.flush()
-    with open("outputs/model.json", "w", encoding="utf-8") as fh:
-        json.dump({"weights": w, "bias": b, "test_accuracy": acc}, fh, indent=2)
-    print(f"wrote outputs/model.json (test accuracy {acc:.3f})")
+    model = {"weights": w, "bias": b, "test_accuracy": acc}
+    for folder in ["outputs", *([args.model_dir] if args.model_dir else [])]:
+        with open(os.path.join(folder, "model.json"), "w", encoding="utf-8") as fh:
+            json.dump(model, fh, indent=2)
+        print(f"wrote {os.path.join(folder, 'model.json')} (test accuracy {acc:.3f})")
     return 0
 
 
