@@ -8,11 +8,14 @@ machine with nothing set up).
 Layout::
 
     .runyard/
-      config.toml      settings ([snapshot] max_bytes, max_files; [store] url; [history] url)
-      history.db       run history (SQLite; a PostgreSQL URL can stand in)
+      config.toml      settings ([snapshot] max_bytes, max_files; [store] url; [history] url;
+                       [data] cache_max_bytes)
+      history.db       run history, datastores, datasets (SQLite; a PostgreSQL URL can stand in)
+      credentials.json datastore credentials (mode 0600; never in the history)
       store/           the default object store (snapshots, artifacts)
-      runs/            per-run state while a run is going (working dirs, live logs)
-      cache/           stat caches (safe to delete)
+      datastore/       the ``default`` datastore's folder
+      runs/            per-run state while a run is going (working dirs, live logs, data plan)
+      cache/           stat caches, snapshot layers, downloaded inputs (safe to delete)
 """
 
 from __future__ import annotations

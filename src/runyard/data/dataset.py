@@ -229,7 +229,11 @@ class _FileFactory:
     @staticmethod
     def from_files(path: Sequence[tuple[Datastore, str]] | tuple[Datastore, str] | Any,
                    validate: bool = True) -> FileDataset:
-        """``Dataset.File.from_files([(datastore, "path/**/*.csv"), ...])``."""
+        """``Dataset.File.from_files([(datastore, "path/**/*.csv"), ...])``.
+
+        The files are always listed now (``validate`` is accepted for Azure
+        ML's signature): a dataset records its files, so a pattern that
+        matches nothing is an error here, not in a run."""
         from runyard.data.inputs import DataPath
 
         items = [path] if isinstance(path, tuple | DataPath) else list(path)

@@ -162,6 +162,9 @@ class OutputFileDatasetConfig:
         return self
 
     def as_mount(self, disable_metadata_cache: bool = False) -> OutputFileDatasetConfig:
+        """Write through a FUSE mount of the destination (each file is stored when
+        closed). ``disable_metadata_cache`` is accepted for Azure ML's signature;
+        a writable mount always sees its own writes."""
         self.mode = "mount"
         return self
 
