@@ -704,3 +704,20 @@ def test_the_download_cache_is_pruned_least_recently_used_first(workspace: Works
     _, hit = fetch(workspace, lake, [(files["old.bin"], str(tmp_path / "third" / "old.bin"))])
     assert hit == 1, "the most recently used file was kept"
     assert (tmp_path / "got" / "mid.bin").read_bytes() == b"m" * 1000  # links of runs survive pruning
+
+
+def test_without_fuse_mounts_fall_back_to_download_and_upload(workspace: Workspace, src: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNYARD_NO_FUSE", "1")
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    train = Dataset.File.from_files([(lake, "train")]).register(workspace, "train")
+    out = OutputFileDatasetConfig("model", destination=(lake, "out/{run-id}")).as_mount()
+    run = submit(workspace, src, "read.py", train.as_named_input("train").as_mount(), outputs=[out])
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    log = driver_log(run)
+    assert "input 'train' cannot be mounted here (RUNYARD_NO_FUSE is set); it is downloaded instead" in log
+    assert "output 'model' cannot be mounted here (RUNYARD_NO_FUSE is set); it is uploaded at the end" in log
+    assert len(files_in_log(log)) == 4
+    details = run.get_details()
+    assert details["inputDatasets"][0]["mode"] == "download" and details["outputDatasets"][0]["mode"] == "upload"
+    assert len(lake.list_files(f"out/{run.id}")) == 2

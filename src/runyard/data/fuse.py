@@ -46,7 +46,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, Final
 
 from runyard.errors import RunyardError
 
@@ -1167,6 +1167,10 @@ def _fusermount() -> str | None:
     return shutil.which("fusermount") or (os.path.exists("/bin/fusermount") and "/bin/fusermount") or None
 
 
+ENV_NO_FUSE: Final = "RUNYARD_NO_FUSE"
+"""Set (to anything but 0) to never mount: mounted inputs are downloaded, mounted outputs uploaded at the end."""
+
+
 def fuse_available() -> str | None:
     """``None`` when a FUSE mount can work here, else why not and what to do.
 
@@ -1176,6 +1180,8 @@ def fuse_available() -> str | None:
     >>> reason is None or isinstance(reason, str)
     True
     """
+    if os.environ.get(ENV_NO_FUSE, "").strip() not in ("", "0"):
+        return f"{ENV_NO_FUSE} is set"
     if not sys.platform.startswith("linux"):
         return f"FUSE mounts work on Linux only (this is {sys.platform}); the data will be downloaded instead"
     if not os.path.exists("/dev/fuse"):
