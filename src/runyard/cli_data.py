@@ -61,7 +61,7 @@ def datastore_register(ctx: click.Context, /, name: str, kind: str, replace: boo
     secrets = {k: v for k, v in fields.items() if k in spec.secrets and v}
     stray = [k for k, v in fields.items() if v and k not in spec.options and k not in spec.secrets]
     if stray:
-        raise _Failure(f"--{stray[0].replace('_', '-')} does not apply to a {kind} datastore. Its options: "
+        raise _Failure(f"--{stray[0].replace('_', '-')} does not apply to a datastore of kind {kind}. Its options: "
                        + ", ".join("--" + o.replace("_", "-") for o in spec.options + spec.secrets
                                    if o not in ("credential", "anon")) + ".")
     if anon:

@@ -169,15 +169,15 @@ class Datastore:
         given = {k: str(v) for k, v in (secrets or {}).items() if v is not None and str(v) != ""}
         for key in opts:
             if key not in spec.options:
-                raise ConfigError(f"{_a(kind)} datastore has no option '{key}'. Its options: "
+                raise ConfigError(f"A datastore of kind {kind} has no option '{key}'. Its options: "
                                   f"{', '.join(spec.options + spec.secrets)}.")
         for key in given:
             if key not in spec.secrets:
-                raise ConfigError(f"{_a(kind)} datastore has no credential '{key}'. Its credentials: "
+                raise ConfigError(f"A datastore of kind {kind} has no credential '{key}'. Its credentials: "
                                   f"{', '.join(spec.secrets) or 'none'}.")
         for key in spec.required:
             if key not in opts:
-                raise ConfigError(f"{_a(kind)} datastore needs its {key.replace('_', ' ')} "
+                raise ConfigError(f"A datastore of kind {kind} needs its {key.replace('_', ' ')} "
                                   f"(--{key.replace('_', '-')}).")
         if kind == "local":
             opts["path"] = os.path.abspath(os.path.expanduser(opts["path"]))
@@ -580,10 +580,6 @@ def catalog(workspace: Workspace) -> DataCatalog:
     from runyard.history.catalog import DataCatalog
 
     return DataCatalog(workspace.open_history())
-
-
-def _a(kind: str) -> str:
-    return f"An {kind}" if kind[0] in "aeiou" else f"A {kind}"
 
 
 def _check_container(name: str) -> None:
