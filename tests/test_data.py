@@ -721,3 +721,22 @@ def test_without_fuse_mounts_fall_back_to_download_and_upload(workspace: Workspa
     details = run.get_details()
     assert details["inputDatasets"][0]["mode"] == "download" and details["outputDatasets"][0]["mode"] == "upload"
     assert len(lake.list_files(f"out/{run.id}")) == 2
+
+
+@pytest.mark.parametrize("key", ["evil/../../../escaped.txt", "evil/./x.txt", "evil//x.txt"])
+def test_object_keys_that_would_leave_the_folder_are_refused(workspace: Workspace, moto_s3: MotoS3,
+                                                             tmp_path: Path, key: str) -> None:
+    bucket = moto_s3.new_bucket()
+    client = moto_s3.client()
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+        client.put_object(Bucket=bucket, Key="evil/fine.txt", Body=b"ok")
+    finally:
+        client.close()
+    s3 = Datastore.register_s3(workspace, "s3", bucket, moto_s3.access_key, moto_s3.secret_key,
+                               endpoint_url=moto_s3.endpoint_url, region=moto_s3.region)
+    with pytest.raises(DatastoreError, match="cannot be a file name here"):
+        s3.download(str(tmp_path / "dl" / "in"), "evil", show_progress=False)
+    with pytest.raises(DatastoreError, match="cannot be a file name here"):
+        Dataset.File.from_files([(s3, "evil")])
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "dl" / "escaped.txt").exists()

@@ -82,11 +82,22 @@ def list_matching(ds: Datastore, pattern: str) -> list[RemoteFile]:
         for info in infos:
             if info.get("type") != "file" or _is_folder_marker(info):
                 continue
-            out.append(RemoteFile(ds.relative(info["name"]), int(info.get("size") or 0), fingerprint_of(info),
-                                  _mtime_of(info)))
+            path = ds.relative(info["name"])
+            _check_key(ds, path)
+            out.append(RemoteFile(path, int(info.get("size") or 0), fingerprint_of(info), _mtime_of(info)))
         return sorted(out, key=lambda f: f.path)
 
     return ds.call(f"listing '{pattern}'", work)
+
+
+def _check_key(ds: Datastore, path: str) -> None:
+    """An object key is any string; a file name it becomes must stay a plain
+    relative path (``a/../../x`` would land outside the folder it goes to)."""
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\0" in path:
+        raise DatastoreError(
+            f"The object '{path}' in datastore '{ds.name}' ({ds.describe()}) cannot be a file name here: its name "
+            "has an empty, '.' or '..' part. Rename it in the datastore, or narrow the path or glob to leave it out.")
 
 
 def fingerprint_of(info: Mapping[str, Any]) -> str:
