@@ -740,3 +740,20 @@ def test_object_keys_that_would_leave_the_folder_are_refused(workspace: Workspac
     with pytest.raises(DatastoreError, match="cannot be a file name here"):
         Dataset.File.from_files([(s3, "evil")])
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "dl" / "escaped.txt").exists()
+
+
+def test_an_unregistered_dataset_and_a_previous_output_as_inputs(workspace: Workspace, src: Path,
+                                                                 tmp_path: Path) -> None:
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    files = Dataset.File.from_files([(lake, "train/*.csv"), (lake, "test/c.csv")])
+    out = OutputFileDatasetConfig("model", destination=(lake, "made/{run-id}"))
+    first = submit(workspace, src, "read.py", files.as_named_input("train"), outputs=[out])
+    assert first.wait_for_completion()["status"] == "Completed", driver_log(first)
+    assert sorted(files_in_log(driver_log(first))) == ["a.csv", "c.csv"]
+    second = submit(workspace, src, "read.py", out.as_input("train"))
+    assert second.wait_for_completion()["status"] == "Completed", driver_log(second)
+    assert sorted(files_in_log(driver_log(second))) == ["deep/weights.bin", "summary.txt"]
+    shown = runyard_cli(workspace, "runs", "show", first.id).stdout
+    assert "train: an unregistered dataset (download, read, 2 files" in shown
+    with pytest.raises(ConfigError, match="submit the run that writes it first"):
+        OutputFileDatasetConfig("later").as_input()

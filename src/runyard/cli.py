@@ -509,7 +509,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
             click.echo(f"{label}:")
         for d in details[key]:
             what = f"dataset {d['dataset']}:{d['version']}" if d["dataset"] and d["version"] else (
-                f"{d['datastore']}:{d['path']}" if d["datastore"] else f"dataset {d['dataset']}")
+                f"{d['datastore']}:{d['path']}" if d["datastore"] else "an unregistered dataset")
             where = f" -> {d['datastore']}:{d['path']}" if key == "outputDatasets" and d["version"] else ""
             size = f", {d['files']} files, {format_size(d['bytes'] or 0)}" if d.get("files") is not None else ""
             click.echo(f"  {d['name']}: {what}{where} ({d['mode']}, {d['state']}{size})")
