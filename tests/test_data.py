@@ -757,3 +757,15 @@ def test_an_unregistered_dataset_and_a_previous_output_as_inputs(workspace: Work
     assert "train: an unregistered dataset (download, read, 2 files" in shown
     with pytest.raises(ConfigError, match="submit the run that writes it first"):
         OutputFileDatasetConfig("later").as_input()
+
+
+def test_a_local_datastore_never_reaches_outside_through_links(workspace: Workspace, tmp_path: Path) -> None:
+    outside = make_tree(tmp_path / "outside", {"secret.txt": b"s"})
+    data = make_tree(tmp_path / "lake", {"in/a.txt": b"a"})
+    (data / "in" / "link.txt").symlink_to(outside / "secret.txt")
+    (data / "linked_dir").symlink_to(outside)
+    lake = Datastore.register_local(workspace, "lake", str(data))
+    assert [f.path for f in lake.list_files("")] == ["in/a.txt"]
+    assert lake.list_files("linked_dir") == []
+    assert lake.list_files("linked_dir/*.txt") == []
+    assert [f.path for f in lake.list_files("**/*.txt")] == ["in/a.txt"]

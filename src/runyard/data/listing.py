@@ -197,10 +197,14 @@ def _stat_local(ds: Datastore, pattern: str) -> list[RemoteFile]:
         else:
             paths = []
     out = []
+    real_root = os.path.realpath(root).rstrip("/") + "/"
     for p in paths:
         st = os.lstat(p)
-        if stat.S_ISREG(st.st_mode):
-            out.append(RemoteFile(ds.relative(os.path.abspath(p)), st.st_size, "", st.st_mtime))
+        if not stat.S_ISREG(st.st_mode):
+            continue  # links, FIFOs and devices are not data
+        if not os.path.realpath(p).startswith(real_root):
+            continue  # reached through a linked folder: outside the datastore
+        out.append(RemoteFile(ds.relative(os.path.abspath(p)), st.st_size, "", st.st_mtime))
     return sorted(out, key=lambda f: f.path)
 
 
