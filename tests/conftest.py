@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 
 from runyard.cli import main
 from runyard.workspace import Workspace
-from services import azurite, gcs, moto_s3, pytest_runtest_setup
+from services import azurite, gcs, moto_s3, postgres, pytest_runtest_setup
 
-# Real storage services and the FUSE mark, for every test.
-__all__ = ["azurite", "gcs", "moto_s3", "pytest_runtest_setup"]
+# Real storage services, PostgreSQL and the FUSE mark, for every test.
+__all__ = ["azurite", "gcs", "moto_s3", "postgres", "pytest_runtest_setup"]
 
 
 @pytest.fixture(autouse=True)

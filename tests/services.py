@@ -3,7 +3,11 @@
 
 - ``azurite``: Azurite's Blob service (Azure Blob Storage), from npm, pinned in
   ``tests/services/package-lock.json`` and installed there by ``./dev test``;
-- ``moto_s3``: a moto server (S3), from the test requirements.
+- ``moto_s3``: a moto server (S3), from the test requirements;
+- ``gcs``: a gcp-storage-emulator (Google Cloud Storage), from the test requirements;
+- ``postgres``: a PostgreSQL server in a fresh cluster (``initdb``), from
+  Debian's ``postgresql`` package (``./dev test`` installs it as root), with
+  psycopg from the test requirements.
 
 And whether FUSE mounts can work here: ``fuse_available()``, and the
 ``requires_fuse`` mark (``@requires_fuse`` on a test or a class).
@@ -24,6 +28,8 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import functools
+import glob
 import itertools
 import os
 import re
@@ -86,12 +92,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         os._exit(1)
 
 
-def _start(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(argv: Sequence[str], log: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a server writing to ``log``; ``popen`` are more Popen arguments (``cwd``,
+    ``user``: the user is switched before _die_with_parent, which a change of user
+    would undo)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, killed whole; Ctrl-C does not reach it
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            **popen,
         )
     _running[proc.pid] = proc
     return proc
@@ -384,6 +394,184 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
 
     with _serve("gcs", argv, tmp_path_factory.getbasetemp()) as (port, tmp):
         yield GcsEmulator(host="127.0.0.1", port=port, log_path=tmp / "gcs.log")
+
+
+# --- PostgreSQL -------------------------------------------------------------------
+
+PG_SUPERUSER = "runyard"
+"""The cluster's superuser (initdb -U); it connects without a password (trust) over 127.0.0.1."""
+PG_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+#: The account PostgreSQL runs as when the tests run as root: initdb and postgres refuse
+#: root. nobody, as in tests/unprivileged.py.
+NOBODY_UID = NOBODY_GID = 65534
+
+
+def pg_bindir() -> Path | None:
+    """The folder of PostgreSQL's server programs: the newest Debian
+    ``/usr/lib/postgresql/N/bin`` (they are not on PATH there), else where
+    ``pg_ctl`` is on PATH (other systems); None when there is none."""
+    found: list[tuple[int, str]] = []
+    for d in glob.glob("/usr/lib/postgresql/*/bin"):
+        version = Path(d).parent.name
+        if version.isdigit() and all(os.access(os.path.join(d, p), os.X_OK) for p in PG_PROGRAMS):
+            found.append((int(version), d))
+    if found:
+        return Path(max(found)[1])
+    on_path = shutil.which("pg_ctl")
+    if on_path and all(os.access(os.path.join(os.path.dirname(on_path), p), os.X_OK) for p in PG_PROGRAMS):
+        return Path(on_path).parent
+    return None
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running PostgreSQL server (a throwaway cluster, no fsync)."""
+
+    host: str
+    port: int
+    user: str = PG_SUPERUSER
+    socket_dir: Path | None = field(default=None, compare=False)
+    log_path: Path | None = field(default=None, compare=False)
+
+    def url(self, dbname: str = "postgres") -> str:
+        """The SQLAlchemy URL of a database on it: ``postgresql+psycopg://USER@HOST:PORT/DBNAME``."""
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def connect(self, dbname: str = "postgres") -> Any:
+        """A psycopg connection (autocommit) to a database on it."""
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=self.user, dbname=dbname, autocommit=True,
+                               connect_timeout=10)
+
+    def new_database(self, prefix: str = "runyard") -> str:
+        """Create a database with a fresh name; return its URL."""
+        from psycopg import sql
+
+        name = _unique_name(prefix, "db").replace("-", "_")  # at most 63 characters, as PostgreSQL allows
+        with self.connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+
+def _postgres_missing() -> str | None:
+    if pg_bindir() is None:
+        return ("PostgreSQL's server (initdb, pg_ctl, postgres) is not installed: run `./dev test` as root "
+                "(it installs Debian's postgresql), or apt-get install postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed: run `./dev test` (it installs requirements/test.lock)"
+    return None
+
+
+def _pg_owner() -> dict[str, Any]:
+    """Popen arguments that run a PostgreSQL program as nobody when we are root; none otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": NOBODY_UID, "group": NOBODY_GID, "extra_groups": []}
+
+
+def _pg_stop(bindir: Path, data: Path, proc: subprocess.Popen[bytes]) -> None:
+    """``pg_ctl stop -m fast`` (clients disconnected, clean shutdown), then make sure: the
+    server's process group is killed if it is still there."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run([str(bindir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w",
+                            "-t", str(int(STOP_TIMEOUT))], cwd=data.parent, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=STOP_TIMEOUT + 5, **_pg_owner())
+    _stop(proc)
+
+
+def _pg_wait(proc: subprocess.Popen[bytes], pg: Postgres, log: Path) -> None:
+    """Wait until the server accepts connections (a listening port is not enough: it
+    answers "the database system is starting up" for a while)."""
+    import psycopg
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with code {proc.returncode} before it accepted connections on "
+                               f"127.0.0.1:{pg.port}; the end of its log:\n{_log_tail(log)}")
+        try:
+            with psycopg.connect(host=pg.host, port=pg.port, user=pg.user, dbname="postgres", connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"postgres did not accept connections on 127.0.0.1:{pg.port} within "
+                               f"{STARTUP_TIMEOUT:.0f} s; the end of its log:\n{_log_tail(log)}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """A fresh PostgreSQL cluster in a temporary folder, served on 127.0.0.1 on a free
+    port (its unix socket in that folder); stopped and removed afterwards.
+
+    As root, the folder belongs to nobody and every PostgreSQL program runs as
+    nobody. The folder is made in the system's temporary folder, not pytest's:
+    root's is private, nobody could not reach it.
+
+    ``postgres`` is started directly, as a child of this process in its own
+    process group (as the other services: so the kernel stops it if this
+    process dies, even by SIGKILL, and Ctrl-C does not reach it), with the
+    options ``pg_ctl start -o`` would pass; ``pg_ctl stop -m fast`` stops it at
+    the end, or at interpreter exit. (``pg_ctl start`` detaches the server into
+    a session of its own, which nothing would stop if this process died.)
+    """
+    bindir = pg_bindir()
+    assert bindir is not None
+    owner = _pg_owner()
+    tmp = Path(tempfile.mkdtemp(prefix="runyard-pg-"))
+    proc: subprocess.Popen[bytes] | None = None
+    data = tmp / "data"
+    stop_at_exit: Callable[[], None] | None = None
+    try:
+        if owner:
+            os.chown(tmp, owner["user"], owner["group"])
+        initdb = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", PG_SUPERUSER, "--auth=trust", "--encoding=UTF8",
+             "--locale=C", "--no-sync"],
+            cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, **owner,
+        )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed with code {initdb.returncode}:\n{initdb.stdout}{initdb.stderr}")
+        for attempt in itertools.count(1):
+            port = free_port()
+            log = tmp / "postgres.log"
+            pg = Postgres(host="127.0.0.1", port=port, socket_dir=tmp, log_path=log)
+            proc = _start([str(bindir / "postgres"), "-D", str(data), "-k", str(tmp), "-h", "127.0.0.1",
+                           "-p", str(port), "-F", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                          log, cwd=tmp, **owner)
+            try:
+                _pg_wait(proc, pg, log)
+                break
+            except RuntimeError:
+                _pg_stop(bindir, data, proc)
+                proc = None
+                if attempt >= 3 or "in use" not in _log_tail(log):
+                    raise
+        stop_at_exit = functools.partial(_pg_stop, bindir, data, proc)
+        atexit.register(stop_at_exit)
+        yield pg
+    finally:
+        if proc is not None:
+            _pg_stop(bindir, data, proc)
+        if stop_at_exit is not None:
+            atexit.unregister(stop_at_exit)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server on 127.0.0.1, for the whole session; ``new_database()``
+    gives each test a database of its own."""
+    missing = _postgres_missing()
+    if missing:
+        unavailable(missing)
+    with postgres_server() as pg:
+        yield pg
 
 
 # --- FUSE -----------------------------------------------------------------------

@@ -1,6 +1,10 @@
-"""The run history on real SQLite files: migrations, run ids, statuses,
-metrics from many processes at once, tags and properties, artifacts, lost
-runs, locking, and a light import."""
+"""The run history on real SQLite files and on a real PostgreSQL server:
+migrations, run ids, statuses, metrics from many processes at once, tags and
+properties, artifacts, lost runs, locking, and a light import.
+
+Tests that take ``location`` or ``history`` run on both databases (ids
+``[sqlite]`` and ``[postgres]``); those that take ``db_path`` are about SQLite
+itself. More on PostgreSQL in test_postgres.py."""
 
 from __future__ import annotations
 
@@ -43,14 +47,34 @@ DIGEST = "a" * 64
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """A migrated SQLite history file."""
     path = tmp_path / "history.db"
     assert migrate(path) == [1, 2]
     return path
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A history database with nothing in it yet: an empty SQLite file, or a
+    fresh database on the session's PostgreSQL server."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres").new_database()
+        return url
+    path = tmp_path / "history.db"
+    sqlite3.connect(path).close()  # an empty file, as a concurrent `runyard init` might leave
+    return str(path)
+
+
 @pytest.fixture
-def history(db_path: Path) -> Iterator[RunHistory]:
-    h = RunHistory.open(db_path)
+def location(empty_location: str) -> str:
+    """A migrated history database, SQLite or PostgreSQL."""
+    assert migrate(empty_location) == [1, 2]
+    return empty_location
+
+
+@pytest.fixture
+def history(location: str) -> Iterator[RunHistory]:
+    h = RunHistory.open(location)
     yield h
     h.close()
 
@@ -83,21 +107,20 @@ def test_migrate_from_empty_makes_every_table_in_wal_mode(db_path: Path) -> None
         con.close()
 
 
-def test_migrate_is_idempotent_and_safe_to_run_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
-    sqlite3.connect(path).close()  # an empty file, as a concurrent `runyard init` might leave
+def test_migrate_is_idempotent_and_safe_to_run_at_once(empty_location: str) -> None:
     ctx = mp.get_context("fork")
     queue: Any = ctx.Queue()
-    procs = [ctx.Process(target=_migrate_worker, args=(str(path), queue)) for _ in range(4)]
+    procs = [ctx.Process(target=_migrate_worker, args=(empty_location, queue)) for _ in range(4)]
     for p in procs:
         p.start()
     results = sorted(queue.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(timeout=60)
+    assert [r for r in results if not r.startswith("[")] == []
     applied = [v for r in results for v in json.loads(r)]
     assert sorted(applied) == [1, 2], results  # every step applied once, by whichever process came first
-    assert migrate(path) == []
-    assert RunHistory.open(path).check() == 2
+    assert migrate(empty_location) == []
+    assert RunHistory.open(empty_location).check() == 2
 
 
 def _migrate_worker(path: str, queue: Any) -> None:
@@ -107,17 +130,20 @@ def _migrate_worker(path: str, queue: Any) -> None:
         queue.put(traceback.format_exc())
 
 
-def test_migrated_schema_is_the_schema_the_code_uses(db_path: Path) -> None:
-    """schema.py and the migration steps must describe the same tables."""
-    from sqlalchemy import create_engine, inspect
+def test_migrated_schema_is_the_schema_the_code_uses(location: str) -> None:
+    """schema.py and the migration steps must describe the same tables, down to the types."""
+    from sqlalchemy import inspect
 
-    engine = create_engine(f"sqlite:///{db_path}")
+    db = Database(location)
+    engine = db.engine
     try:
         insp = inspect(engine)
         assert set(insp.get_table_names()) == set(tables.metadata.tables)
         for table in tables.metadata.sorted_tables:
             cols = insp.get_columns(table.name)
             assert [(c["name"], c["nullable"]) for c in cols] == [(c.name, c.nullable) for c in table.columns]
+            assert [str(c["type"]) for c in cols] == [
+                str(c.type.compile(engine.dialect)) for c in table.columns], table.name
             assert insp.get_pk_constraint(table.name)["constrained_columns"] == [c.name for c in table.primary_key]
             assert sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table.name)) == sorted(
                 (i.name, tuple(c.name for c in i.columns)) for i in table.indexes
@@ -134,20 +160,22 @@ def test_migrated_schema_is_the_schema_the_code_uses(db_path: Path) -> None:
             )
             assert reflected_fks == declared_fks, table.name
     finally:
-        engine.dispose()
+        db.dispose()
 
 
-def test_a_newer_database_asks_to_upgrade_runyard(db_path: Path) -> None:
-    con = sqlite3.connect(db_path)
-    con.execute("INSERT INTO schema_version VALUES (99, 0, '9.9', 'from the future')")
-    con.commit()
-    con.close()
+def test_a_newer_database_asks_to_upgrade_runyard(location: str) -> None:
+    from sqlalchemy import insert
+
+    db = Database(location)
+    db.write(lambda conn: conn.execute(insert(tables.schema_version).values(
+        version=99, applied=0, runyard_version="9.9", description="from the future")))
+    db.dispose()
     with pytest.raises(SchemaVersionError, match=r"newer runyard.*pip install -U runyard"):
-        RunHistory.open(db_path)
+        RunHistory.open(location)
     with pytest.raises(SchemaVersionError, match="newer runyard"):
-        migrate(db_path)
+        migrate(location)
     with pytest.raises(SchemaVersionError, match="newer runyard"):
-        RunHistory(db_path).list_runs()  # the first use checks too
+        RunHistory(location).list_runs()  # the first use checks too
 
 
 def test_a_database_that_was_not_migrated_asks_for_runyard_init(tmp_path: Path) -> None:
@@ -402,12 +430,12 @@ def _metrics_worker(path: str, shared_run: str, index: int, queue: Any) -> None:
         queue.put(traceback.format_exc())
 
 
-def test_many_processes_log_at_once_and_nothing_is_lost(db_path: Path) -> None:
-    with RunHistory.open(db_path) as history:
+def test_many_processes_log_at_once_and_nothing_is_lost(location: str) -> None:
+    with RunHistory.open(location) as history:
         shared = history.create_run("shared", status="Running")
     ctx = mp.get_context("fork")
     queue: Any = ctx.Queue()
-    procs = [ctx.Process(target=_metrics_worker, args=(str(db_path), shared.id, i, queue)) for i in range(WORKERS)]
+    procs = [ctx.Process(target=_metrics_worker, args=(location, shared.id, i, queue)) for i in range(WORKERS)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=120) for _ in procs]
@@ -416,7 +444,7 @@ def test_many_processes_log_at_once_and_nothing_is_lost(db_path: Path) -> None:
     assert [r for r in results if r != "ok"] == []
     assert [p.exitcode for p in procs] == [0] * WORKERS
 
-    with RunHistory.open(db_path) as history:
+    with RunHistory.open(location) as history:
         points = history.get_metric_points(shared.id, "loss")
         assert len(points) == WORKERS * PER_WORKER
         per_pid = Counter(p.pid for p in points)
@@ -513,6 +541,24 @@ def test_tags_change_and_properties_are_add_only(history: RunHistory) -> None:
         history.add_tags(run.id, {"n": 1})  # type: ignore[dict-item]
     with pytest.raises(NotFoundError):
         history.add_properties("exp_1_00000000", {"a": "b"})
+
+
+def test_a_nul_character_is_replaced_in_run_text_and_refused_in_names_and_tags(history: RunHistory) -> None:
+    """PostgreSQL's text cannot hold NUL; both databases treat it alike."""
+    run = history.create_run("exp", status="Running")
+    assert history.log_metrics(run.id, [("note", "a\x00b")]) == 1  # stored as JSON: kept exactly
+    assert history.get_metrics(run.id) == {"note": ["a\x00b"]}
+    failed = history.set_status(run.id, "Failed", exit_code=1, error="Traceback ...\nValueError: bad\x00byte")
+    assert failed.error == history.get_run(run.id).error == "Traceback ...\nValueError: bad\ufffdbyte"
+    with pytest.raises(HistoryError, match="tag 'k' contains a NUL character"):
+        history.add_tags(run.id, {"k": "a\x00b"})
+    with pytest.raises(HistoryError, match="property 'k' contains a NUL character"):
+        history.add_properties(run.id, {"k": "a\x00b"})
+    with pytest.raises(HistoryError, match="not a valid tag name"):
+        history.add_tags(run.id, {"a\x00b": "v"})
+    with pytest.raises(HistoryError, match="not a valid metric name"):
+        history.log_metrics(run.id, [("a\x00b", 1.0)])
+    assert (history.get_run(run.id).tags, history.get_run(run.id).properties) == ({}, {})
 
 
 def test_artifacts_are_upserted_by_name(history: RunHistory) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from runyard.errors import HistoryError, NotFoundError
 from runyard.history import schema as t
-from runyard.history.db import upsert
+from runyard.history.db import insert_ignore, upsert
 from runyard.history.store import RunHistory
 
 
@@ -123,13 +123,15 @@ class DataCatalog:
         tags_json = json.dumps(dict(tags or {}), sort_keys=True)
 
         def work(conn: Connection) -> tuple[DatasetVersionRow, bool]:
+            # The dataset's row, made if missing, then locked: writers of one dataset take
+            # turns, so two never take the same next version (SQLite's BEGIN IMMEDIATE
+            # already serializes writers; PostgreSQL needs the row lock).
+            insert_ignore(conn, t.datasets, [{"name": dataset, "created": now}])
+            conn.execute(select(t.datasets.c.name).where(t.datasets.c.name == dataset).with_for_update())
             latest = conn.execute(
                 select(t.dataset_versions).where(t.dataset_versions.c.dataset == dataset)
                 .order_by(t.dataset_versions.c.version.desc()).limit(1)).first()
-            if latest is None:
-                if conn.execute(select(t.datasets.c.name).where(t.datasets.c.name == dataset)).first() is None:
-                    conn.execute(insert(t.datasets).values(name=dataset, created=now))
-            else:
+            if latest is not None:
                 if not new_version:
                     raise HistoryError(
                         f"A dataset named '{dataset}' is already registered (latest version {latest.version}). "

@@ -164,7 +164,7 @@ class Database:
         except ImportError as e:
             raise HistoryError(
                 f"The driver for '{self.display}' is not installed ({e}). For PostgreSQL install psycopg: "
-                "pip install 'psycopg[binary]'"
+                "pip install 'runyard[postgres]' (or 'psycopg[binary]')"
             ) from e
         except exc.SQLAlchemyError as e:
             raise HistoryError(f"Cannot use the run history database '{self.display}': {e}") from e

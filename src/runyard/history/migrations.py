@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from sqlalchemy import (
     BigInteger,
@@ -260,7 +261,15 @@ def migrate(target: Database | str | os.PathLike[str]) -> list[int]:
             db.dispose()
 
 
+_PG_LOCK_KEY: Final = 0x72756E79617264  # "runyard": the advisory lock migrations of a PostgreSQL database take
+
+
 def _apply(conn: Connection, db: Database, step: Step) -> bool:
+    if conn.dialect.name == "postgresql":
+        # Migrations take turns, as BEGIN IMMEDIATE makes them on SQLite. Without
+        # the lock two `runyard init` at once both read the old version and
+        # create the same tables; one fails on a duplicate key. Released at commit.
+        conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
     schema.schema_version.create(conn, checkfirst=True)
     version = current_version(conn)
     if version > LATEST:

@@ -190,12 +190,13 @@ def parse_run_id(run_id: str) -> tuple[str, int, str] | None:
 
 
 def check_key(key: str, what: str) -> str:
-    """A tag, property or metric name: a non-empty string of at most 255 characters."""
+    """A tag, property or metric name: a non-empty string of at most 255 characters (no NUL)."""
     if not isinstance(key, str):
         raise TypeError(f"a {what} name is a string, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_LEN or key != key.strip():
+    if not key or len(key) > MAX_KEY_LEN or key != key.strip() or "\0" in key:
         raise HistoryError(
-            f"{key!r} is not a valid {what} name: use 1-{MAX_KEY_LEN} characters without leading or trailing spaces."
+            f"{key!r} is not a valid {what} name: use 1-{MAX_KEY_LEN} characters without leading or trailing spaces "
+            "(and no NUL character)."
         )
     return key
 
@@ -207,6 +208,9 @@ def check_string_map(values: Mapping[str, str], what: str) -> dict[str, str]:
         check_key(key, what)
         if not isinstance(value, str):
             raise TypeError(f"{what} {key!r} has a {type(value).__name__} value; {what} values are strings (use str())")
+        if "\0" in value:  # PostgreSQL's text cannot hold one: refused on SQLite too, so both agree
+            raise HistoryError(f"The value of {what} {key!r} contains a NUL character, which the run history "
+                               f"cannot store: {value!r}. Remove it (or store repr() of the value).")
         out[key] = value
     return out
 
@@ -299,7 +303,9 @@ def check_run_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(fields) - RUN_FIELDS)
     if unknown:
         raise TypeError(f"unknown run field(s) {', '.join(unknown)}; known: {', '.join(sorted(RUN_FIELDS))}")
-    out = dict(fields)
+    # PostgreSQL's text cannot hold NUL: a traceback with one (the error of a failed run)
+    # would never be recorded. Shown as U+FFFD instead, in SQLite too.
+    out = {k: v.replace("\0", "\ufffd") if isinstance(v, str) else v for k, v in fields.items()}
     if "heartbeat" in out and not isinstance(out["heartbeat"], int | float):
         raise TypeError(f"heartbeat is a time in Unix seconds, not {out['heartbeat']!r}")
     if "arguments" in out:
