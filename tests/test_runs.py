@@ -505,3 +505,29 @@ def test_a_locked_history_does_not_hold_up_a_cancel(workspace: Workspace, src: P
         lock.execute("ROLLBACK")
         lock.close()
     assert run.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+
+
+def test_detached_runs_never_corrupt_the_history(workspace: Workspace, src: Path) -> None:
+    """`runyard run --detach` records the run, then forks the supervisor: no
+    SQLite connection of the command may reach the child (closing it there
+    drops the child's locks, and the script's metric writes then went into
+    the wrong pages of the database)."""
+    import sqlite3
+
+    write(src, "metric.py", """
+        import runyard
+        runyard.Run.get_context().log("score", 7)
+    """)
+    ids = []
+    for _ in range(8):
+        p = cli(workspace, "run", "--detach", "--source-dir", str(src), "-e", "det", "metric.py")
+        assert p.returncode == 0, p.stderr
+        ids.append(p.stdout.strip().splitlines()[-1])
+        runyard.Run(workspace, ids[-1]).wait_for_completion()
+    con = sqlite3.connect(Path(workspace.path) / "history.db")
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        got = dict(con.execute("SELECT run_id, value FROM metrics WHERE name = 'score'").fetchall())
+    finally:
+        con.close()
+    assert got == {i: 7.0 for i in ids}

@@ -327,7 +327,8 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
 
     if detach:
         request = prepare(ws, spec)
-        record(ws.open_history(), request)  # recorded now, so that the id printed can be looked up at once
+        with ws.open_history() as history:  # recorded now, so that the id printed can be looked up at once
+            record(history, request)
         launch(ws, request.run_id, fork=True)
         click.echo(request.run_id)
         return

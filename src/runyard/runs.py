@@ -330,7 +330,16 @@ class Prefork:
     def __init__(self) -> None:
         db_module = sys.modules.get("runyard.history.db")
         if db_module is not None:  # (not imported: nothing is open, and importing it costs)
-            db_module.dispose_all()  # no SQLite connection may cross the fork
+            # No SQLite connection may cross the fork. A history dropped without
+            # close() can leave its connection in a reference cycle, still open
+            # and out of dispose_all's sight: collected now, in this process.
+            # Left for the child's collector, closing it there would drop the
+            # child's own locks on the database (POSIX locks are per process),
+            # and two writers would then corrupt it.
+            import gc
+
+            gc.collect()
+            db_module.dispose_all()
         id_r, self._id_w = os.pipe()
         pid_r, pid_w = os.pipe()
         child = os.fork()
