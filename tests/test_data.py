@@ -582,6 +582,8 @@ def test_a_run_canceled_while_its_data_downloads(workspace: Workspace, src: Path
     assert "FILE" not in driver_log(run)
     inputs = Path(workspace.runs_dir) / run.id / "data" / "inputs" / "train"
     assert not any(p.name.endswith(".part") for p in inputs.rglob("*")), "a partial file was left"
+    cached = [p for p in (Path(workspace.cache_dir) / "data").rglob("*") if len(p.name) == 64]
+    assert len(cached) < 1500, "the download went on after the cancel"
 
 
 def test_a_stopped_download_leaves_only_complete_files(workspace: Workspace, tmp_path: Path) -> None:
@@ -621,7 +623,9 @@ def test_a_script_that_writes_to_its_input_does_not_change_the_cache(workspace: 
     run = submit(workspace, src, "read.py", train.as_named_input("train"))
     assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
     assert files_in_log(driver_log(run))["a.csv"] == sha(TREE["train/a.csv"])
-    assert "(3 from the cache, 1 downloaded)" in driver_log(run)
+    assert "(4 from the cache, 0 downloaded)" in driver_log(run)  # the script changed its own copy only
+    cached = [p for p in (Path(workspace.cache_dir) / "data").rglob("*") if p.is_file() and len(p.name) == 64]
+    assert len(cached) == 4 and all(p.stat().st_nlink == 1 for p in cached), "a run links into the cache"
     got = train.download(str(tmp_path / "dl"), show_progress=False)
     assert len(got) == 4 and (tmp_path / "dl" / "a.csv").read_bytes() == TREE["train/a.csv"]
 
@@ -696,14 +700,14 @@ def test_the_download_cache_is_pruned_least_recently_used_first(workspace: Works
         time.sleep(0.02)
     fetch(workspace, lake, [(files["old.bin"], str(tmp_path / "again" / "old.bin"))])  # used again: now newest
     cache = Path(workspace.cache_dir) / CACHE_DIR
-    assert len([p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".stamp")]) == 3
+    assert len([p for p in cache.rglob("*") if p.is_file() and len(p.name) == 64]) == 3
     assert prune_cache(workspace, 2500) == (1, 1000)
     assert prune_cache(workspace) == (0, 0)  # the default limit (20 GiB) keeps them
     workspace.set_setting("data.cache_max_bytes", "1500B")
     assert prune_cache(workspace) == (1, 1000)
     _, hit = fetch(workspace, lake, [(files["old.bin"], str(tmp_path / "third" / "old.bin"))])
     assert hit == 1, "the most recently used file was kept"
-    assert (tmp_path / "got" / "mid.bin").read_bytes() == b"m" * 1000  # links of runs survive pruning
+    assert (tmp_path / "got" / "mid.bin").read_bytes() == b"m" * 1000  # the copies runs made are their own
 
 
 def test_without_fuse_mounts_fall_back_to_download_and_upload(workspace: Workspace, src: Path, tmp_path: Path,
@@ -769,3 +773,113 @@ def test_a_local_datastore_never_reaches_outside_through_links(workspace: Worksp
     assert lake.list_files("linked_dir") == []
     assert lake.list_files("linked_dir/*.txt") == []
     assert [f.path for f in lake.list_files("**/*.txt")] == ["in/a.txt"]
+
+
+
+def test_pruning_waits_for_runs_reading_the_cache(workspace: Workspace, tmp_path: Path) -> None:
+    from runyard.data.materialize import CACHE_DIR, _cache_lock, fetch, prune_cache
+
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", {"a.bin": b"a" * 100})))
+    fetch(workspace, lake, [(lake.list_files("a.bin")[0], str(tmp_path / "got" / "a.bin"))])
+    with _cache_lock(os.path.join(workspace.cache_dir, CACHE_DIR), exclusive=False):  # a run copying out
+        assert prune_cache(workspace, 1) == (0, 0)
+    assert prune_cache(workspace, 1) == (1, 100)
+
+
+def test_output_names_with_a_backslash_fail_the_output_and_keep_the_files(workspace: Workspace, src: Path,
+                                                                          tmp_path: Path) -> None:
+    write(src, "odd.py", """
+        import os
+        from runyard import Run
+        out = Run.get_context().output_datasets["model"]
+        for name in ("a\\\\b.txt", "c.txt"):
+            with open(os.path.join(out, name), "w") as f:
+                f.write(name)
+    """)
+    lake = Datastore.register_local(workspace, "lake", str(tmp_path / "lake"))
+    out = OutputFileDatasetConfig("model", destination=(lake, "o/{run-id}")).register_on_complete("m")
+    run = submit(workspace, src, "odd.py", outputs=[out])
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and "backslash" in details["error"]
+    assert "its files are kept in" in details["error"]
+    kept = Path(workspace.runs_dir) / run.id / "data" / "outputs" / "model"
+    assert sorted(p.name for p in kept.iterdir()) == ["a\\b.txt", "c.txt"]
+    assert lake.list_files(f"o/{run.id}") == []
+    with pytest.raises(NotFoundError):
+        Dataset.get_by_name(workspace, "m")
+
+
+def test_a_link_in_the_snapshot_cannot_take_path_on_compute_out(workspace: Workspace, src: Path,
+                                                                tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (src / "data").symlink_to(outside)
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    run = submit(workspace, src, "read.py", lake.path("train").as_named_input("train").as_download(
+        path_on_compute="data/train"))
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and "through a symbolic link" in details["error"]
+    assert list(outside.iterdir()) == []
+
+
+def test_a_run_failing_in_preparing_keeps_no_downloaded_inputs(workspace: Workspace, src: Path,
+                                                               tmp_path: Path) -> None:
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    train = Dataset.File.from_files([(lake, "train")]).register(workspace, "train")
+    run = submit(workspace, src, "read.py", train.as_named_input("train"),
+                 inputs=[lake.path("nothing/here").as_named_input("other")])
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and "nothing at 'nothing/here'" in details["error"]
+    assert not (Path(workspace.runs_dir) / run.id / "data" / "inputs" / "train").exists()
+
+
+def test_an_absolute_mount_of_a_dead_supervisor_is_unmounted(workspace: Workspace, src: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _need_fuse()
+    import signal
+    import time
+
+    from runyard import runs as runs_mod
+    from runyard.data.fuse import is_mounted
+
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    where = tmp_path / "mnt" / "train"
+    write(src, "forever.py", """
+        import time
+        print("up", flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "forever.py", lake.path("train").as_named_input("train").as_mount(
+        path_on_compute=str(where)))
+    log = Path(workspace.runs_dir) / run.id / "driver_log.txt"
+    deadline = time.monotonic() + 30
+    try:
+        while not (log.exists() and "up" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_mounted(where)
+        pid = workspace.open_history().get_run(run.id).supervisor_pid
+        while pid is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pid = workspace.open_history().get_run(run.id).supervisor_pid
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        while runs_mod.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
+        assert run.get_status() == "Failed"
+        assert not is_mounted(where)
+    finally:  # whatever failed above, nothing stays running or mounted
+        run.cancel()
+        from runyard.data.fuse import unmount_stale
+
+        unmount_stale(where)
+
+
+def test_a_registered_output_is_the_files_the_run_wrote(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
+    out = OutputFileDatasetConfig("model", destination=(lake, "shared")).as_upload(overwrite=True)
+    run = submit(workspace, src, "read.py", lake.path("test").as_named_input("train"),
+                 outputs=[out.register_on_complete("model")])
+    assert run.wait_for_completion()["status"] == "Completed", driver_log(run)
+    (tmp_path / "lake" / "shared" / "later.txt").write_text("someone else's")
+    assert Dataset.get_by_name(workspace, "model").changes().unchanged

@@ -281,8 +281,13 @@ def dataset_show(ctx: click.Context, ref: str, show_files: bool, no_check: bool,
         click.echo(f"  from:        {s.datastore}:{s.pattern}")
     click.echo(f"  files:       {len(ds.files)} ({format_size(ds.total_bytes)})")
     if changes is not None:
-        state = ("unchanged since it was registered" if changes.unchanged
-                 else f"CHANGED since it was registered: {changes.summary()}")
+        if changes.unchanged:
+            state = "unchanged since it was registered"
+        elif not (changes.changed or changes.removed):
+            state = (f"unchanged since it was registered ({plural(len(changes.added), 'file')} added under its "
+                     "sources since, not part of it)")
+        else:
+            state = f"CHANGED since it was registered: {changes.summary()}"
         click.echo(f"  data:        {state}")
     click.echo(f"  produced by: {ds.run_id or '- (registered by hand)'}")
     click.echo(f"  read by:     {', '.join(readers) if readers else '-'}")

@@ -510,16 +510,24 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
 def _unmount_data(folder: str) -> None:
     """Unmount the input and output mounts a dead supervisor left (their helpers end then)."""
     from runyard.agent.workdir import mounts_below
-    from runyard.data.materialize import DATA_DIR
+    from runyard.data.materialize import DATA_DIR, MOUNTS_FILE
 
+    noted: list[str] = []
+    try:
+        with open(os.path.join(folder, MOUNTS_FILE), encoding="utf-8") as fh:
+            noted = [line.rstrip("\n") for line in fh if line.strip()]
+    except OSError:
+        pass
     data = os.path.join(folder, DATA_DIR)
-    if not os.path.isdir(data):
+    if not noted and not os.path.isdir(data):
         return
-    from runyard.data.fuse import unmount_stale
+    from runyard.data.fuse import is_mounted, unmount_stale
 
-    for mp in mounts_below(os.path.realpath(data)):
+    below = mounts_below(os.path.realpath(data)) if os.path.isdir(data) else []
+    for mp in [*below, *(m for m in noted if m not in below)]:
         try:
-            unmount_stale(mp)
+            if is_mounted(mp):
+                unmount_stale(mp)
         except Exception:  # best effort, as above
             pass
 

@@ -316,6 +316,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
             env.update(data.prepare())
         except Exception as exc:
             problems_early = data.unmount_all()
+            data.remove_placed()
             workdir.cleanup()
             if data.stop():
                 if not os.path.exists(cancel_file):  # canceled by a signal: say so where canceled_early looks

@@ -53,9 +53,14 @@ class Source:
     datastore: str
     pattern: str
     base: str
+    exact: bool = False
+    """Only the recorded files count (a run's output): files appearing later under it are not 'added'."""
 
-    def as_dict(self) -> dict[str, str]:
-        return {"datastore": self.datastore, "pattern": self.pattern, "base": self.base}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"datastore": self.datastore, "pattern": self.pattern, "base": self.base}
+        if self.exact:
+            out["exact"] = True
+        return out
 
 
 @dataclass
@@ -213,6 +218,8 @@ def changes_of(workspace: Workspace, sources: Sequence[Source], files: Sequence[
             found = list_matching(ds, src.pattern)
         for f in found:
             rel = relative_to(src.base, f.path)
+            if src.exact and rel not in recorded:
+                continue
             now[rel] = DatasetFile(rel, ds.name, f.path, f.size, f.fingerprint, f.mtime)
     result = Changes()
     for rel, old in recorded.items():

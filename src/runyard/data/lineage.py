@@ -114,7 +114,7 @@ def record_run_data(history: RunHistory, run_id: str, final: RunStatus, records:
         elif register:
             row, _ = catalog.add_dataset_version(
                 register["name"], sources=[{"datastore": rec["datastore"], "pattern": rec["path"],
-                                            "base": rec["path"]}],
+                                            "base": rec["path"], "exact": True}],
                 files=[f.row() for f in files], total_bytes=detail["bytes"], digest=digest_of(files),
                 description=register.get("description"), tags=register.get("tags"), run_id=run_id,
                 reuse_same=False)

@@ -3,9 +3,9 @@ declared outputs after it ends. The supervisor calls this; it acts on the
 run's data plan (:mod:`runyard.data.inputs`).
 
 Downloads go through a cache in the workspace keyed by the file's location
-and content fingerprint, so a second run of the same data links the cached
-files and starts at once. Cached files are read-only; a run gets hard links
-to them where it can (the same filesystem), else copies.
+and content fingerprint, so a second run of the same data copies the cached
+files locally and starts at once. Each run gets its own copies (never links
+to the cache), so what one run does to its input files no other run sees.
 
 A dataset version is checked against its datastores before a run reads it:
 data that changed under a version fails the run in Preparing, naming the
@@ -14,10 +14,12 @@ files, instead of feeding the script something else than the version says.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from runyard.workspace import Workspace
 
 CACHE_DIR: Final = "data"
+MOUNTS_FILE: Final = "mounts.txt"
+"""In the run's folder: every mountpoint of the run, one a line, for cleaning up after a dead supervisor."""
 DATA_DIR: Final = "data"
 """In the run's folder: default places of inputs (``data/inputs/NAME``) and outputs."""
 
@@ -50,9 +54,15 @@ def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], 
           ) -> tuple[int, int]:
     """Put each (file, local path) in place through the cache; return (files
     fetched from the datastore, files found in the cache)."""
+    root = os.path.join(ws.cache_dir, CACHE_DIR)
+    with _cache_lock(root, exclusive=False):  # pruning waits until these files are copied out
+        return _fetch(ds, plan, root, progress=progress, label=label, stop=stop)
+
+
+def _fetch(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], root: str, *, progress: Any, label: str,
+           stop: Callable[[], bool] | None) -> tuple[int, int]:
     from runyard.data.transfer import get_files
 
-    root = os.path.join(ws.cache_dir, CACHE_DIR)
     wanted: list[tuple[RemoteFile, str, str]] = []
     missing: list[tuple[RemoteFile, str]] = []
     seen: set[str] = set()
@@ -70,15 +80,13 @@ def fetch(ws: Workspace, ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], 
     if missing:
         get_files(ds, missing, progress=progress, label=label, on_done=lambda _f, p: _seal(p), stop=stop)
     for _f, cached, target in wanted:
-        link_or_copy(cached, target)
+        copy_out(cached, target)
     return len(missing), len(seen) - len(missing)
 
 
-# A cached file is shared by hard links with the runs and downloads that use
-# it, so a script that writes to its input would change the cache. Each entry
-# has a stamp of its size and mtime taken when it was downloaded; writing or
-# truncating through any link changes them, and such an entry is fetched
-# again. (Links themselves change only the ctime, which is why it is not used.)
+# Each entry has a stamp of its size and mtime taken when it was downloaded:
+# an entry changed since (by hand, or by a process that wrote into the cache)
+# no longer matches it and is fetched again.
 _STAMP: Final = ".stamp"
 
 
@@ -99,6 +107,30 @@ def prune_cache(ws: Workspace, max_bytes: int | None = None) -> tuple[int, int]:
     root = os.path.join(ws.cache_dir, CACHE_DIR)
     if max_bytes <= 0 or not os.path.isdir(root):
         return 0, 0
+    with _cache_lock(root, exclusive=True, wait=False) as locked:
+        if not locked:  # a run is reading from the cache: prune after a later run
+            return 0, 0
+        return _prune(root, max_bytes)
+
+
+@contextlib.contextmanager
+def _cache_lock(root: str, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
+    """Runs fetching from the cache share it; pruning needs it alone (flock on ``root/.lock``)."""
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(os.path.join(root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _prune(root: str, max_bytes: int) -> tuple[int, int]:
     entries = []
     total = 0
     for sub in os.scandir(root):
@@ -109,10 +141,12 @@ def prune_cache(ws: Workspace, max_bytes: int | None = None) -> tuple[int, int]:
                 continue
             try:
                 size = e.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            try:
                 used = os.stat(e.path + _STAMP).st_mtime
             except OSError:
                 used = 0.0  # never stamped: an interrupted download, first to go
-                size = 0
             entries.append((used, size, e.path))
             total += size
     removed = freed = 0
@@ -155,14 +189,18 @@ def _cached_intact(path: str, size: int) -> bool:
     return st.st_size == size and stamp == [str(st.st_size), str(st.st_mtime_ns)]
 
 
-def link_or_copy(src: str, dest: str) -> None:
+def copy_out(src: str, dest: str) -> None:
+    """A run's (or a download's) own copy of a cached file.
+
+    Not a hard link: a link shares the cache's inode, and a script running as
+    root (or one that chmods its input) would change what another run reading
+    the same data sees at that moment. The kernel copies it (copy_file_range
+    or sendfile), from the page cache when the data was just used.
+    """
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     if os.path.lexists(dest):
         os.unlink(dest)
-    try:
-        os.link(src, dest)
-    except OSError:  # another filesystem (an overlay working dir): a copy, writable like any file
-        shutil.copyfile(src, dest)
+    shutil.copyfile(src, dest)
 
 
 # -- datasets ---------------------------------------------------------------------
@@ -243,6 +281,7 @@ class RunData:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     stop: Callable[[], bool] | None = None
     """Asked during long downloads: True ends them (the run was canceled)."""
+    placed: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, ws: Workspace, folder: str, workdir: str, say: Callable[[str], None]) -> RunData | None:
@@ -252,7 +291,25 @@ class RunData:
         return cls(ws, folder, workdir, plan, say) if plan else None
 
     def local_path(self, item: dict[str, Any], kind: str) -> str:
-        return local_path(self.folder, self.workdir, item, kind)
+        path = local_path(self.folder, self.workdir, item, kind)
+        where = str(item.get("path_on_compute") or "")
+        if where and not os.path.isabs(where):
+            # The text stays inside; a link in the snapshot must not take it out.
+            real_wd = os.path.realpath(self.workdir)
+            probe = path
+            while not os.path.lexists(probe) and probe != self.workdir:
+                probe = os.path.dirname(probe)
+            if not (os.path.realpath(probe) + "/").startswith(real_wd.rstrip("/") + "/"):
+                raise DataError(f"path_on_compute '{where}' of '{item['name']}' leads out of the working "
+                                "directory through a symbolic link in the snapshot; give a path without links, "
+                                "or an absolute path.")
+        self.placed.append(path)
+        return path
+
+    def remove_placed(self) -> None:
+        """Remove the input and output folders this run made in its own folder (a failed Preparing)."""
+        for path in self.placed:
+            self._remove_local(path)
 
     # -- before the script ----------------------------------------------------------
     def prepare(self) -> dict[str, str]:
@@ -321,7 +378,7 @@ class RunData:
                 record["mode"] = "download"
                 self._fresh(target)
                 plan = [(f, os.path.join(target, *relative_to(base, f.path).split("/"))) for f in found]
-                _got, hit = fetch(self.ws, ds, plan)
+                _got, hit = fetch(self.ws, ds, plan, stop=self.stop)
                 self.say(f"input '{name}': {plural(len(found), 'file')} from {ds.name}:{item['path']} "
                          f"({hit} from the cache)")
                 record["files"], record["bytes"] = len(found), sum(f.size for f in found)
@@ -348,6 +405,9 @@ class RunData:
         spec = MountSpec(mountpoint=target, filesystem=ds.filesystem_spec(), label=f"{ds.name}-{label}",
                          writable=writable, root=root, manifest=manifest, staging_dir=staging)
         try:
+            # Noted first, so that whoever finds this run's supervisor dead unmounts it (runs.reap_lost).
+            with open(os.path.join(self.folder, MOUNTS_FILE), "a", encoding="utf-8") as fh:
+                fh.write(target + "\n")
             self.mounts.append(mount(spec))
         except RunyardError as exc:
             raise DataError(ds.redact(f"Mounting '{label}' from datastore '{ds.name}' failed: {exc}")) from None
@@ -448,14 +508,20 @@ class RunData:
             return set()
         globs = rec.get("globs")
         pairs = []
+        odd = []
         for path, rel in local_tree(local):
             if globs and not any(fnmatch.fnmatchcase(rel, g) for g in globs):
                 continue
+            if "\\" in rel:
+                odd.append(rel)
             pairs.append((path, f"{rec['path']}/{rel}"))
-        if pairs:
-            put_pairs(ds, pairs, overwrite=True, label=f"output {rec['name']}")
+        if odd:  # object stores (and runyard's paths) read \ as /: two files could become one
+            raise DataError(f"{plural(len(odd), 'file')} of output '{rec['name']}' have a backslash in their "
+                            f"name ({', '.join(repr(o) for o in odd[:3])}), which datastores read as a folder "
+                            "separator. Rename them; nothing of this output was stored")
+        written = put_pairs(ds, pairs, overwrite=True, label=f"output {rec['name']}") if pairs else []
         self.say(f"output '{rec['name']}': {plural(len(pairs), 'file')} to {ds.name}:{rec['path']}")
-        return {remote for _, remote in pairs}
+        return set(written)
 
 
-__all__ = ["RunData", "cache_key", "download_dataset", "fetch", "link_or_copy", "local_path"]
+__all__ = ["RunData", "cache_key", "copy_out", "download_dataset", "fetch", "local_path", "prune_cache"]
