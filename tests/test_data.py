@@ -14,7 +14,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from runyard.errors import (
 )
 from runyard.workspace import Workspace
 from services import Azurite, GcsEmulator, MotoS3, free_port
+from trees import write_script
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,9 +80,7 @@ def tree_of(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def write(src: Path, name: str, code: str) -> None:
-    (src / name).parent.mkdir(parents=True, exist_ok=True)
-    (src / name).write_text(textwrap.dedent(code))
+write = write_script
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,13 +19,12 @@ import runyard
 from runyard import runs as runs_mod
 from runyard.history import RunStatus
 from runyard.workspace import Workspace
+from trees import write_script
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def write(src: Path, name: str, code: str) -> None:
-    (src / name).parent.mkdir(parents=True, exist_ok=True)
-    (src / name).write_text(textwrap.dedent(code))
+write = write_script
 
 
 @pytest.fixture

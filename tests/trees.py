@@ -1,4 +1,5 @@
-"""Building test trees: ``write_tree(root, {path: content})``.
+"""Building test trees: ``write_tree(root, {path: content})``, and
+``write_script(folder, name, code)`` for the scripts runs run.
 
 Content is ``str`` or ``bytes`` (a 0644 file), ``Exe(bytes)`` (a 0755 file),
 ``Link(target)`` (a symlink) or ``EMPTY_DIR``.
@@ -7,6 +8,7 @@ Content is ``str`` or ``bytes`` (a 0644 file), ``Exe(bytes)`` (a 0755 file),
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,3 +45,9 @@ def write_tree(root: Path, spec: Spec) -> Path:
             p.write_bytes(what.encode() if isinstance(what, str) else what)
             p.chmod(0o644)
     return root
+
+
+def write_script(src: Path, name: str, code: str) -> None:
+    """Write a script (indented code is dedented) at ``src/name``."""
+    (src / name).parent.mkdir(parents=True, exist_ok=True)
+    (src / name).write_text(textwrap.dedent(code))

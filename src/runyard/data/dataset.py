@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runyard.data.datastore import Datastore, DatastoreError, catalog, clean_path
+from runyard.data.inputs import Consumable
 from runyard.data.listing import base_of, glob_base, has_glob, list_matching, refresh_local, relative_to
 from runyard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from runyard.data.inputs import DatasetConsumptionConfig
     from runyard.history.catalog import DatasetVersionRow
     from runyard.workspace import Workspace
 
@@ -116,7 +116,7 @@ def resolve(sources: Sequence[tuple[Datastore, str]]) -> tuple[list[Source], lis
     return out_sources, [files[k] for k in sorted(files)]
 
 
-class FileDataset:
+class FileDataset(Consumable):
     """Files in datastores, registered (a name and version) or not yet."""
 
     def __init__(self, workspace: Workspace | None, sources: Sequence[Source], files: Sequence[DatasetFile], *,
@@ -185,19 +185,8 @@ class FileDataset:
             raise ConfigError("This dataset has no workspace to download from.")
         return download_dataset(self.workspace, self, target_path, overwrite=overwrite, progress=show_progress)
 
-    # -- as a run input ---------------------------------------------------------
-    def as_named_input(self, name: str) -> DatasetConsumptionConfig:
-        from runyard.data.inputs import DatasetConsumptionConfig
-
-        return DatasetConsumptionConfig(name, self)
-
-    def as_download(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
-        return self.as_named_input(self._default_input_name()).as_download(path_on_compute)
-
-    def as_mount(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
-        return self.as_named_input(self._default_input_name()).as_mount(path_on_compute)
-
-    def _default_input_name(self) -> str:
+    # -- as a run input (as_named_input, as_download, as_mount: Consumable) ------------
+    def _default_name(self) -> str:
         if not self.name:
             raise ConfigError("An unregistered dataset needs a name as a run input: "
                               "dataset.as_named_input('train').as_download()")

@@ -97,12 +97,18 @@ def clean_path(path: str, *, what: str = "datastore path") -> str:
     return "/".join(parts)
 
 
-def retries() -> int:
-    raw = os.environ.get(ENV_RETRIES, "").strip()
+def env_count(name: str, default: int) -> int:
+    """A whole number of at least 1 from the environment variable ``name``."""
+    raw = os.environ.get(name, "").strip()
     try:
-        return max(1, int(raw)) if raw else 3
+        return max(1, int(raw)) if raw else default
     except ValueError:
-        raise ConfigError(f"{ENV_RETRIES}={raw!r} is not a whole number of attempts.") from None
+        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
+
+
+def retries() -> int:
+    """Attempts at a call that cannot reach its service (``RUNYARD_DATA_RETRIES``, default 3)."""
+    return env_count(ENV_RETRIES, 3)
 
 
 class Datastore:

@@ -57,7 +57,23 @@ def placeholder(kind: str, name: str) -> str:
     return "${{" + kind + "." + name + "}}"
 
 
-class DataPath:
+class Consumable:
+    """What can be a run input (a dataset, a datastore path): Azure ML's three calls."""
+
+    def as_named_input(self, name: str) -> DatasetConsumptionConfig:
+        return DatasetConsumptionConfig(name, self)  # type: ignore[arg-type]  # (only the two subclasses)
+
+    def as_download(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
+        return self.as_named_input(self._default_name()).as_download(path_on_compute)
+
+    def as_mount(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
+        return self.as_named_input(self._default_name()).as_mount(path_on_compute)
+
+    def _default_name(self) -> str:
+        raise NotImplementedError
+
+
+class DataPath(Consumable):
     """A path (or glob) in a datastore: ``datastore.path("raw/2024")``."""
 
     def __init__(self, datastore: Datastore, path: str) -> None:
@@ -66,15 +82,6 @@ class DataPath:
 
     def __repr__(self) -> str:
         return f"DataPath({self.datastore.name}:{self.path})"
-
-    def as_named_input(self, name: str) -> DatasetConsumptionConfig:
-        return DatasetConsumptionConfig(name, self)
-
-    def as_download(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
-        return self.as_named_input(self._default_name()).as_download(path_on_compute)
-
-    def as_mount(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
-        return self.as_named_input(self._default_name()).as_mount(path_on_compute)
 
     def _default_name(self) -> str:
         last = self.path.rstrip("/").rpartition("/")[2]

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from runyard.data.datastore import DatastoreError, RemoteFile, clean_path
+from runyard.data.datastore import DatastoreError, RemoteFile, clean_path, env_count
 from runyard.data.listing import base_of, relative_to
 from runyard.errors import ConfigError, DataError
 
@@ -35,11 +35,8 @@ CHUNK: Final = 512
 
 
 def concurrency() -> int:
-    raw = os.environ.get(ENV_CONCURRENCY, "").strip()
-    try:
-        return max(1, int(raw)) if raw else 32
-    except ValueError:
-        raise ConfigError(f"{ENV_CONCURRENCY}={raw!r} is not a whole number.") from None
+    """Requests in flight at once (``RUNYARD_TRANSFER_CONCURRENCY``, default 32)."""
+    return env_count(ENV_CONCURRENCY, 32)
 
 
 class Progress:
@@ -124,20 +121,23 @@ def put_pairs(ds: Datastore, pairs: Sequence[tuple[str, str]], *, overwrite: boo
             for chunk in _chunks(pairs, CHUNK):
                 lpaths = [lp for lp, _ in chunk]
                 rpaths = [ds.full_path(r) for _, r in chunk]
-                ds.call(f"uploading {len(chunk)} files", partial(_async_put, ds, lpaths, rpaths))
+                ds.call(f"uploading {len(chunk)} files", partial(_in_flight, ds, "put", lpaths, rpaths))
                 bar.advance(len(chunk), sum(sizes[lp] for lp in lpaths))
     finally:
         bar.finish()
     return [r for _, r in pairs]
 
 
-def _async_put(ds: Datastore, lpaths: list[str], rpaths: list[str]) -> None:
+def _in_flight(ds: Datastore, method: str, sources: list[str], targets: list[str]) -> None:
+    """``fs.put`` or ``fs.get`` of many files at once: an async backend keeps
+    ``concurrency()`` requests in flight on its loop; others get threads."""
     fs = ds.fs
     if getattr(fs, "async_impl", False):
-        fs.put(lpaths, rpaths, batch_size=concurrency())
+        getattr(fs, method)(sources, targets, batch_size=concurrency())
     else:
+        one = getattr(fs, f"{method}_file")
         with ThreadPoolExecutor(max_workers=min(concurrency(), 16)) as pool:
-            list(pool.map(lambda pair: fs.put_file(pair[0], pair[1]), zip(lpaths, rpaths, strict=True)))
+            list(pool.map(lambda pair: one(*pair), zip(sources, targets, strict=True)))
 
 
 def _existing(ds: Datastore, paths: Iterable[str]) -> set[str]:
@@ -219,7 +219,7 @@ def get_files(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
             parts = [f"{target}.runyard-{tag}.part" for _, target in chunk]
             rpaths = [ds.full_path(f.path) for f, _ in chunk]
             try:
-                ds.call(f"downloading {len(chunk)} files", partial(_async_get, ds, rpaths, parts))
+                ds.call(f"downloading {len(chunk)} files", partial(_in_flight, ds, "get", rpaths, parts))
                 for (f, target), part in zip(chunk, parts, strict=True):
                     _check_size(ds, f, part)
                     os.replace(part, target)
@@ -231,15 +231,6 @@ def get_files(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
             bar.advance(len(chunk), sum(f.size for f, _ in chunk))
     finally:
         bar.finish()
-
-
-def _async_get(ds: Datastore, rpaths: list[str], lpaths: list[str]) -> None:
-    fs = ds.fs
-    if getattr(fs, "async_impl", False):
-        fs.get(rpaths, lpaths, batch_size=concurrency())
-    else:
-        with ThreadPoolExecutor(max_workers=min(concurrency(), 16)) as pool:
-            list(pool.map(lambda pair: fs.get_file(pair[0], pair[1]), zip(rpaths, lpaths, strict=True)))
 
 
 def _check_size(ds: Datastore, f: RemoteFile, local: str) -> None:
