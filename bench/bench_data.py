@@ -48,6 +48,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -258,7 +259,7 @@ def put_untimed(fs: Any, pairs: list[tuple[str, str]]) -> None:
 
 
 def bench_backend(be: Backend, src: Path, files: Files, seq_files: Files, a: argparse.Namespace, work: Path,
-                  res: dict[str, list[Sample]]) -> None:
+                  res: dict[str, list[Sample]], save: Callable[[], None]) -> None:
     nfiles, nbytes = len(files), sum(s for _, _, s in files)
     seq_bytes = sum(s for _, _, s in seq_files)
     sampled = {rel for _, rel, _ in seq_files} if len(seq_files) < nfiles else set()
@@ -266,6 +267,7 @@ def bench_backend(be: Backend, src: Path, files: Files, seq_files: Files, a: arg
 
     def add(key: str, sample: Sample) -> None:
         res.setdefault(key, []).append(sample)
+        save()
         secs, n, b, ccpu, scpu = sample
         per = f"  CPU/file client {ccpu / n * 1000:5.2f} ms, server {scpu / n * 1000:5.2f} ms" if n else ""
         print(f"  {be.name} {key:<16} {secs:8.2f} s" + (f"  {n / secs:6.0f} files/s  {b / MiB / secs:6.2f} MiB/s"
@@ -405,15 +407,23 @@ def report(m: dict[str, Any], total_files: int) -> str:
         ratio(be, "runyard_down", "aws_down", "runyard download / `aws s3 sync` download", 1.0)
         ratio(be, "runyard_up", "seq_put", "runyard upload / sequential put", 5.0)
         ratio(be, "runyard_down", "seq_get", "runyard download / sequential get", None)
+    # Neither server uses more than one core (Azurite is one Node.js thread, moto one Python process under
+    # its GIL), and client and server share this machine's cores: the most any client could reach here.
     cores = os.cpu_count() or 1
+    lines += ["", "Bounds: the server's own CPU per file on one core, and client + server CPU per file on "
+              f"{cores} cores, from runyard's runs.", "",
+              "| server | transfer | CPU ms/file: client, server | bound | runyard | of bound | bound / sequential |",
+              "|---|---|---|---|---|---|---|"]
     for be, rows in m.items():
-        up, seq = rows.get("runyard_up"), rows.get("seq_put")
-        if up and seq and up["client_cpu_ms_per_file"] is not None:
-            per = up["client_cpu_ms_per_file"] + up["server_cpu_ms_per_file"]
-            ceiling = cores * 1000 / per
-            lines.append(f"| {SERVER[be]} | bound: {cores} cores / CPU per file of runyard's upload "
-                         f"({per:.2f} ms, client + server) = {ceiling:,.0f} files/s, against sequential put | "
-                         f"{ceiling / seq['files_per_s']:.2f}x | | | the most any client could reach here |")
+        for what, key, seq in (("upload", "runyard_up", "seq_put"), ("download", "runyard_down", "seq_get")):
+            r = rows.get(key)
+            if not r or not r["client_cpu_ms_per_file"] or not r["server_cpu_ms_per_file"]:
+                continue
+            c, sv = r["client_cpu_ms_per_file"], r["server_cpu_ms_per_file"]
+            bound = min(1000 / sv, cores * 1000 / (c + sv))
+            vs = f"{bound / rows[seq]['files_per_s']:.2f}x" if seq in rows else ""
+            lines.append(f"| {SERVER[be]} | {what} | {c:.2f}, {sv:.2f} | {bound:,.0f} files/s | "
+                         f"{r['files_per_s']:,.0f} files/s | {r['files_per_s'] / bound:.0%} | {vs} |")
     return "\n".join(lines)
 
 
@@ -447,8 +457,15 @@ def main() -> int:
 
     from runyard.workspace import Workspace
 
+    # A SIGTERM unwinds like Ctrl-C: the servers are stopped and the scratch folder removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="runyard-bench-data-", dir=out))
     res: dict[str, dict[str, list[Sample]]] = {}
+    partial = out / ("data-quick.partial.json" if a.quick else "data.partial.json")
+
+    def save() -> None:  # every sample as soon as it is taken, so an interrupted run leaves its figures
+        partial.write_text(json.dumps(res, indent=1))
+
     try:
         files = tree_files(t2)
         src = t2
@@ -465,13 +482,14 @@ def main() -> int:
             with azurite(work) if name == "az" else moto(work) as server:
                 print(f"{SERVER[name]} on {server.host}:{server.port}", flush=True)
                 be = Backend(name, server, ws)
-                bench_backend(be, src, files, seq_files, a, work, res.setdefault(name, {}))
+                bench_backend(be, src, files, seq_files, a, work, res.setdefault(name, {}), save)
         m = summarize(res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta = {"files": len(files), "bytes": total, "sequential_files": len(seq_files), "repeat": a.repeat,
             "quick": a.quick, "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}
     (out / ("data-quick.json" if a.quick else "data.json")).write_text(json.dumps({"meta": meta, **m}, indent=1))
+    partial.unlink(missing_ok=True)
     print()
     if len(seq_files) < len(files):
         print(f"NOTE: the sequential reference timed a uniform sample of {len(seq_files):,} of the "
