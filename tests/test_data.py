@@ -391,6 +391,16 @@ def test_cli_upload_download_and_show_masks_credentials(workspace: Workspace, tm
     p = runyard_cli(workspace, "datastore", "download", "az", "in", str(tmp_path / "down"))
     assert p.returncode == 0, p.stderr
     assert tree_of(tmp_path / "down") == TREE
+    # a run that reads from it and writes to it (request, data plan, logs, end file, mounts' spec files)
+    src = tmp_path / "proj"
+    write(src, "copy.py", """
+        import os, shutil
+        shutil.copytree(os.environ["RUNYARD_INPUT_data"], os.path.join(os.environ["RUNYARD_OUTPUT_out"], "c"))
+    """)
+    mode = "@mount" if _fuse_ok() else "@download"
+    p = runyard_cli(workspace, "run", "--source-dir", str(src), "--input", f"data=az:in/train{mode}",
+                    "--output", "out=az:out/{run-id}", "--register-output", "out=copied", "copy.py")
+    assert p.returncode == 0, p.stdout + p.stderr
     # the key is nowhere but the credentials file
     for path in Path(workspace.path).rglob("*"):
         if path.is_file() and path != creds:
