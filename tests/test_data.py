@@ -543,7 +543,7 @@ def test_a_dead_supervisor_leaves_no_mount_behind(workspace: Workspace, src: Pat
     import signal
     import time
 
-    from runyard import runs as runs_mod
+    from runyard.compute.local import pid_alive
     from runyard.history import RunStatus
 
     lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
@@ -563,9 +563,8 @@ def test_a_dead_supervisor_leaves_no_mount_behind(workspace: Workspace, src: Pat
     assert "'a.csv', 'big.bin', 'notes.txt', 'sub'" in driver_log(run)
     assert _mounts_under(workspace.path), "the input is not mounted"
     os.kill(record.supervisor_pid, signal.SIGKILL)
-    while runs_mod.pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
+    while pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
     assert run.get_status() == "Failed"
     assert _mounts_under(workspace.path) == []
 
@@ -847,7 +846,7 @@ def test_an_absolute_mount_of_a_dead_supervisor_is_unmounted(workspace: Workspac
     import signal
     import time
 
-    from runyard import runs as runs_mod
+    from runyard.compute.local import pid_alive
     from runyard.data.fuse import is_mounted
 
     lake = Datastore.register_local(workspace, "lake", str(make_tree(tmp_path / "lake", TREE)))
@@ -871,10 +870,9 @@ def test_an_absolute_mount_of_a_dead_supervisor_is_unmounted(workspace: Workspac
             pid = workspace.open_history().get_run(run.id).supervisor_pid
         assert pid
         os.kill(pid, signal.SIGKILL)
-        while runs_mod.pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
-        assert run.get_status() == "Failed"
+            assert run.get_status() == "Failed"
         assert not is_mounted(where)
     finally:  # whatever failed above, nothing stays running or mounted
         run.cancel()

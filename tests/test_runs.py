@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import runyard
-from runyard import runs as runs_mod
+from runyard.compute.local import pid_alive
 from runyard.history import RunStatus
 from runyard.workspace import Workspace
 from trees import write_script
@@ -123,9 +123,9 @@ def test_isolation_nothing_reaches_the_source_the_store_or_the_next_run(workspac
 
 
 def _driver_log(ws: Workspace, run_id: str) -> str:
-    from runyard.agent.supervisor import DRIVER_LOG, run_folder
+    from runyard.agent.folder import RunFolder
 
-    return Path(run_folder(ws, run_id), DRIVER_LOG).read_text()
+    return Path(RunFolder.of(ws.path, run_id).driver_log).read_text()
 
 
 @pytest.mark.parametrize(
@@ -233,9 +233,8 @@ def test_a_dead_supervisor_is_found_and_the_run_marked_failed(workspace: Workspa
     assert record.status is RunStatus.RUNNING and record.supervisor_pid
     os.kill(record.supervisor_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while runs_mod.pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
+    while pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    monkeypatch.setattr(runs_mod, "LOST_AFTER", 0.0)
     assert run.get_status() == "Failed"
     assert "lost" in (run.get_details()["error"] or "")
     from runyard.agent.workdir import mounts_below
@@ -302,7 +301,8 @@ def test_cli_run_exit_code_detach_and_the_history_commands(workspace: Workspace,
     failed = cli(workspace, "run", "--source-dir", str(src), "-e", "cli", "job.py", "5")
     assert failed.returncode == 5
     assert "Failed" in failed.stderr
-    detached = cli(workspace, "run", "--detach", "--source-dir", str(src), "-e", "cli", "job.py", "0")
+    detached = cli(workspace, "run", "--detach", "--source-dir", str(src), "-e", "cli", "--tag", "lr=0.1",
+                   "--tag", "baseline", "job.py", "0")
     assert detached.returncode == 0
     run_id = detached.stdout.strip().splitlines()[-1]
     assert runyard.Run(workspace, run_id).wait_for_completion()["status"] == "Completed"
@@ -311,7 +311,10 @@ def test_cli_run_exit_code_detach_and_the_history_commands(workspace: Workspace,
     assert listing.stdout.count("cli_") == 3 and "Failed" in listing.stdout
     assert cli(workspace, "runs", "ls", "--status", "Failed").stdout.count("cli_") == 1
     shown = cli(workspace, "runs", "show", run_id)
-    assert "Completed" in shown.stdout and "score: 7.0" in shown.stdout
+    assert "Completed" in shown.stdout and "score: 7\n" in shown.stdout  # an int stays an int
+    assert "tags: baseline, lr=0.1\n" in shown.stdout and f"python: {sys.version.split()[0]}\n" in shown.stdout
+    assert "command: " in shown.stdout
+    assert cli(workspace, "runs", "ls", "--tag", "lr=0.1", "--json").stdout.count(run_id) == 1
     logs = cli(workspace, "logs", run_id)
     assert "progress 100%" in logs.stdout and "progress 50%" not in logs.stdout  # \r updates collapsed
     arts = cli(workspace, "artifacts", "ls", run_id)
@@ -319,7 +322,9 @@ def test_cli_run_exit_code_detach_and_the_history_commands(workspace: Workspace,
     out_dir = tmp_path / "dl"
     got = cli(workspace, "artifacts", "download", run_id, "outputs/*", "-o", str(out_dir))
     assert got.returncode == 0 and (out_dir / "outputs" / "result.txt").read_text() == "42"
-    again = cli(workspace, "rerun", run_id)
+    again = cli(workspace, "rerun", run_id[:-4])  # a unique prefix
+    new_id = again.stderr.split("runyard: run ", 1)[1].split()[0]
+    assert f"rerun of: {run_id}\n" in cli(workspace, "runs", "show", new_id).stdout
     assert again.returncode == 0 and "job args ['0']" in again.stdout
     restored = tmp_path / "restored"
     assert cli(workspace, "snapshot", "restore", run_id, str(restored)).returncode == 0
@@ -420,6 +425,8 @@ def test_an_end_written_but_not_recorded_is_recorded_by_the_next_reader(workspac
 
     write(src, "x.py", "print(1)\n")
     request = prepare(workspace, RunSpec(source_directory=str(src), script="x.py", experiment="crash"))
+    assert request.claim is not None
+    os.close(request.claim)  # the process that prepared it dies before the supervisor takes over
     history = workspace.open_history()
     record(history, request)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -477,7 +484,7 @@ def test_nothing_the_script_started_outlives_the_run(workspace: Workspace, src: 
     run = submit(workspace, src, "spawner.py")
     assert run.wait_for_completion()["status"] == "Completed"
     for pid in map(int, pids.read_text().split()):
-        assert not runs_mod.pid_alive(pid), f"process {pid} outlived its run"
+        assert not pid_alive(pid), f"process {pid} outlived its run"
 
 
 def test_a_symlinked_script_is_refused(workspace: Workspace, src: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-_RUN_OPTIONS_WITH_VALUES = frozenset({"--source-dir", "-e", "--experiment", "--max-bytes", "--max-files"})
+_RUN_OPTIONS_WITH_VALUES = frozenset({"--source-dir", "-e", "--experiment", "--max-bytes", "--max-files", "--secrets"})
 
 
 def _is_foreground_run(argv: list[str]) -> bool:
@@ -40,7 +40,7 @@ def _is_foreground_run(argv: list[str]) -> bool:
 def main() -> None:
     obj: dict[str, object] = {}
     if _is_foreground_run(sys.argv[1:]):
-        from runyard.runs import Prefork
+        from runyard.compute.local import Prefork
 
         obj["prefork"] = Prefork()
     from runyard.cli import main as cli

@@ -1,13 +1,16 @@
 """Run orchestration: submit a run, start its supervisor, cancel, wait, and
-find runs whose supervisor died.
+reap runs whose supervisor died.
 
 ``prepare`` checks what to run and takes the snapshot of its source
-directory (a snapshot over its limits leaves no run behind), and writes the
-run's request into its folder; ``record`` makes the run's record (Queued);
-``launch`` starts its supervisor on the compute target (only ``local`` for
-now), which takes it from Preparing to its end. ``submit`` does all three.
-``runyard run`` leaves the recording to the supervisor, which forked early and
-has the run history loaded by then.
+directory (a snapshot over its limits leaves no run behind), claims the run
+(its marker, see :mod:`runyard.agent.folder`) and writes its request into its
+folder; ``record`` makes the run's record (Queued); ``launch`` starts its
+supervisor on the compute target (only ``local`` for now,
+:mod:`runyard.compute.local`), which takes the run over and then takes it from
+Preparing to its end. ``submit`` does all three. ``runyard run`` leaves the
+recording to the supervisor, which forked early and has the run history loaded
+by then. A run nobody looks after any more is reaped by the next reader
+(:mod:`runyard.reaper`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from runyard.compute.local import launch, pid_alive
 from runyard.errors import RunError
 from runyard.history import Artifact, RunRecord, RunStatus
 
@@ -28,10 +32,6 @@ if TYPE_CHECKING:
     from runyard.history.store import RunHistory
     from runyard.workspace import Workspace
 
-LOST_AFTER: Final = 15.0
-"""Seconds without a heartbeat after which a run whose supervisor is gone is lost."""
-LOST_AFTER_REMOTE: Final = 120.0
-"""The same for a supervisor on another host, whose process cannot be checked."""
 COMPUTE_TARGETS: Final = ("local",)
 
 
@@ -58,6 +58,10 @@ class RunSpec:
     """OutputFileDatasetConfig objects."""
     data_plan: dict[str, Any] | None = None
     """A data plan as a run folder keeps it (a rerun's parent's), instead of inputs and outputs."""
+    command: str | Sequence[str] | None = None
+    """A whole command to run instead of ``script`` and ``arguments`` (Azure ML's ``command=``)."""
+    secrets: str | None = None
+    """``warn`` or ``refuse``: what to do with likely secrets in the snapshot (default: env, workspace, warn)."""
 
 
 def _git_info(source: str) -> dict[str, Any]:
@@ -101,6 +105,36 @@ class RunRequest:
     created: float = 0.0
     python_version: str = ""
     git: dict[str, Any] = field(default_factory=dict)
+    command: str | list[str] | None = None
+    """The whole command, for a run of a command instead of a script."""
+    claim: int | None = field(default=None, repr=False, compare=False)
+    """The run's marker, held by this process until a supervisor holds it (never saved)."""
+    secrets: list[str] = field(default_factory=list)
+    """Likely secrets in the snapshot (flagged, and allowed: the policy was ``warn``)."""
+    links_outside: dict[str, str] = field(default_factory=dict)
+    """Links in the snapshot that leave the source directory: path -> what the walk said."""
+    snapshot_reused: bool = False
+    """The snapshot was not taken for this run (a rerun's)."""
+
+    def flag_properties(self) -> dict[str, str]:
+        """What the run's record keeps of the flags (``runyard.secrets``, ``runyard.links_outside``)."""
+        import json
+
+        props = {}
+        if self.secrets:
+            props[SECRETS_PROPERTY] = json.dumps(self.secrets)
+        if self.links_outside:
+            props[LINKS_OUTSIDE_PROPERTY] = json.dumps(list(self.links_outside))
+        return props
+
+    def flag_message(self) -> str | None:
+        """The warning to show for the flags (each path and its ignore line), or None."""
+        if not self.secrets and not self.links_outside:
+            return None
+        from runyard.snapshot.report import flagged_message
+
+        return flagged_message(self.source_dir, self.secrets, list(self.links_outside.items()),
+                               reused_snapshot=self.snapshot_id if self.snapshot_reused else None)
 
     def save(self, folder: str) -> None:
         import json
@@ -109,7 +143,7 @@ class RunRequest:
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".request.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(asdict(self), fh, indent=1)
+            json.dump({k: v for k, v in asdict(self).items() if k != "claim"}, fh, indent=1)
         os.replace(tmp, os.path.join(folder, REQUEST_FILE))
 
     @classmethod
@@ -121,6 +155,10 @@ class RunRequest:
 
 
 REQUEST_FILE: Final = "request.json"
+SECRETS_PROPERTY: Final = "runyard.secrets"
+"""A run property: the JSON list of likely secrets its snapshot holds (set only when there are some)."""
+LINKS_OUTSIDE_PROPERTY: Final = "runyard.links_outside"
+"""A run property: the JSON list of links in its snapshot that leave the source directory."""
 END_FILE: Final = "end.json"
 """The run's end as its supervisor saw it, written before the history has it (see :class:`RunEnd`)."""
 
@@ -207,14 +245,26 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     check_experiment_name(spec.experiment)
     source = os.path.abspath(spec.source_directory)
     script = spec.script
-    if os.path.isabs(script):
+    command: str | list[str] | None = None
+    if spec.command is not None:
+        from runyard.agent.scripts import command_line
+
+        if script:
+            raise RunError("Give a script (with its arguments) or a command, not both: ScriptRunConfig(command=[...]) "
+                           "runs the command as it is.")
+        command_line(spec.command)  # refuses an empty one
+        command = spec.command if isinstance(spec.command, str) else [str(a) for a in spec.command]
+    elif not script:
+        raise RunError("Nothing to run: give a script (e.g. 'train.py') or a command (ScriptRunConfig(command=[...])).")
+    if command is None and os.path.isabs(script):
         rel = os.path.relpath(script, source)
         if rel == ".." or rel.startswith("../"):
             raise RunError(f"The script '{script}' is not inside the source directory '{source}'. "
                            "Pass a script inside it (relative to it), or another --source-dir.")
         script = rel
-    script = os.path.normpath(script).replace(os.sep, "/")
-    if spec.snapshot_id is None:
+    if command is None:
+        script = os.path.normpath(script).replace(os.sep, "/")
+    if spec.snapshot_id is None and command is None:
         if os.path.islink(os.path.join(source, script)):
             raise RunError(f"The script '{script}' is a symlink; a snapshot keeps it as a link, so the run would "
                            "execute whatever it points to. Pass the file it points to (inside the source).")
@@ -227,9 +277,28 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
         if not verdict.included:
             raise RunError(f"The script '{script}' is excluded from the snapshot of '{source}': {verdict.reason}. "
                            f"See: runyard snapshot explain {source} {script}")
-        snapshot_id = ws.snapshot(source, max_bytes=spec.max_bytes, max_files=spec.max_files).id
+        from runyard.agent.scripts import runner_for
+
+        runner_for(os.path.join(source, script), script)  # what runyard cannot run is refused before anything is stored
+    if spec.snapshot_id is None:
+        # With the policy 'refuse', likely secrets raise here and nothing is stored.
+        snap = ws.snapshot(source, max_bytes=spec.max_bytes, max_files=spec.max_files, secrets=spec.secrets)
+        snapshot_id = snap.id
+        secrets, links = snap.secrets, {i.path: i.detail for i in snap.links_outside()}
     else:
+        # A rerun takes no snapshot: the one it reuses is checked as it is stored.
+        from runyard.config import resolve_secrets_policy
+        from runyard.errors import SnapshotSecretsError
+        from runyard.snapshot.engine import flagged_in_snapshot
+        from runyard.snapshot.report import flagged_message
+
         snapshot_id = spec.snapshot_id
+        secrets, found = flagged_in_snapshot(ws.open_store(), snapshot_id)
+        links = dict(found)
+        policy = resolve_secrets_policy(spec.secrets, config=ws.config)
+        if secrets and policy.refuse:
+            raise SnapshotSecretsError(flagged_message(source, secrets, refused=policy, reused_snapshot=snapshot_id),
+                                       secrets)
     now = time.time()
     run_id = new_run_id(spec.experiment, now=now)
     plan = spec.data_plan
@@ -247,13 +316,28 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
         compute_target=spec.compute_target, parent_run_id=spec.parent_run_id, tags=dict(spec.tags), created=now,
         python_version=sys.version.split()[0],
         git=_git_info(source) if spec.snapshot_id is None else dict(spec.git or {}),
+        secrets=secrets, links_outside=links, snapshot_reused=spec.snapshot_id is not None, command=command,
     )
-    folder = os.path.join(ws.runs_dir, request.run_id)
-    if plan:
-        from runyard.data.lineage import save_plan
+    from runyard.agent.folder import RunFolder
 
-        save_plan(folder, plan)
-    request.save(folder)
+    folder = RunFolder.of(ws.path, run_id)
+    # From here on the run is this process's to look after (see agent.folder): a
+    # crash before its supervisor takes over leaves a run the next reader reaps.
+    request.claim = folder.claim()
+    try:
+        if plan:
+            from runyard.data.lineage import save_plan
+
+            save_plan(folder.path, plan)
+        request.save(folder.path)
+    except BaseException:
+        folder.release()
+        os.close(request.claim)
+        request.claim = None
+        import shutil
+
+        shutil.rmtree(folder.path, ignore_errors=True)
+        raise
     return request
 
 
@@ -272,7 +356,8 @@ def record(history: RunHistory, request: RunRequest) -> RunRecord:
     try:
         return history.create_run(
             request.experiment, run_id=request.run_id, status=RunStatus.QUEUED, created=request.created,
-            parent_run_id=request.parent_run_id, tags=request.tags or None, snapshot_id=request.snapshot_id,
+            parent_run_id=request.parent_run_id, tags=request.tags or None,
+            properties=request.flag_properties() or None, snapshot_id=request.snapshot_id,
             source_dir=request.source_dir, script=request.script, arguments=request.arguments,
             compute_target=request.compute_target, python_version=request.python_version, **request.git,
         )
@@ -294,273 +379,44 @@ def ensure_recorded(ws: Workspace, run_id: str, history: RunHistory) -> None:
         record(history, RunRequest.load(folder))
 
 
-def launch(ws: Workspace, run_id: str, *, fork: bool = False) -> int:
-    """Start the run's supervisor, detached from the caller's terminal.
-
-    Returns the supervisor's pid. ``fork=True`` forks this process (fast: the
-    modules are already loaded; only for single-threaded callers such as the
-    CLI); otherwise a new interpreter runs ``python -m runyard.agent.supervisor``.
-    """
-    if fork:
-        return Prefork().start(ws, run_id)
-    folder = os.path.join(ws.runs_dir, run_id)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, SUPERVISOR_LOG), "ab") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runyard.agent.supervisor", ws.path, run_id],
-            stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, close_fds=True,
-        )
-    return proc.pid
-
-
-SUPERVISOR_LOG: Final = "supervisor.log"
-
-
-class Prefork:
-    """A supervisor forked before its run exists, warming up meanwhile.
-
-    The ``runyard`` command forks it first thing, before parsing its
-    arguments, when the command is ``run``: the supervisor loads the run
-    history (SQLAlchemy: the slowest import there is) while the command starts
-    up and takes the snapshot, then waits for ``start(ws, run_id)``. Closing
-    without starting (``abandon()``, or this process exiting) makes it exit.
-    Only for single-threaded callers (it forks).
-    """
-
-    def __init__(self) -> None:
-        db_module = sys.modules.get("runyard.history.db")
-        if db_module is not None:  # (not imported: nothing is open, and importing it costs)
-            # No SQLite connection may cross the fork. A history dropped without
-            # close() can leave its connection in a reference cycle, still open
-            # and out of dispose_all's sight: collected now, in this process.
-            # Left for the child's collector, closing it there would drop the
-            # child's own locks on the database (POSIX locks are per process),
-            # and two writers would then corrupt it.
-            import gc
-
-            gc.collect()
-            db_module.dispose_all()
-        id_r, self._id_w = os.pipe()
-        pid_r, pid_w = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - child; covered by the run tests through its effects
-            os.close(self._id_w)
-            os.close(pid_r)
-            _supervisor_process(id_r, pid_w)
-        os.close(id_r)
-        os.close(pid_w)
-        os.waitpid(child, 0)
-        data = os.read(pid_r, 32)
-        os.close(pid_r)
-        try:
-            self.pid = int(data)
-        except ValueError:
-            os.close(self._id_w)
-            raise RunError("The run's supervisor could not be started (fork failed).") from None
-
-    def start(self, ws: Workspace, run_id: str) -> int:
-        """Hand the run to the supervisor; returns its pid."""
-        os.write(self._id_w, os.fsencode(ws.path) + b"\0" + run_id.encode())
-        os.close(self._id_w)
-        return self.pid
-
-    def abandon(self) -> None:
-        os.close(self._id_w)
-
-
-def _supervisor_process(id_r: int, pid_w: int) -> None:  # pragma: no cover - forked child
-    """The forked side of :class:`Prefork`: never returns."""
-    code = 1
-    # A cancel may come before supervise() installs its handlers: it must not
-    # kill us unrecorded; the cancel file it also leaves is checked before
-    # anything runs.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.setsid()
-        grandchild = os.fork()
-        if grandchild:
-            os.write(pid_w, str(grandchild).encode())
-            os._exit(0)
-        os.close(pid_w)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        # Warm up while the caller starts and takes the snapshot. The run
-        # history (SQLAlchemy) is loaded later, by the supervisor, once the
-        # script has run a moment or at its end (see agent.supervisor._History).
-        import runyard.agent.artifacts
-        import runyard.agent.workdir  # noqa: F401
-        from runyard.agent.supervisor import supervise
-        from runyard.workspace import Workspace
-
-        chunks = []
-        while chunk := os.read(id_r, 4096):
-            chunks.append(chunk)
-        os.close(id_r)
-        if not chunks:
-            code = 0  # abandoned: the run was never made
-            return
-        ws_path, _, raw_id = b"".join(chunks).partition(b"\0")
-        ws, run_id = Workspace(os.fsdecode(ws_path)), raw_id.decode()
-        log = os.open(os.path.join(ws.runs_dir, run_id, SUPERVISOR_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                      0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        code = supervise(ws, run_id)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
 def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
-    """Snapshot, record and start a run; returns it (Queued or later)."""
+    """Snapshot, record and start a run; returns it (Queued or later).
+
+    Likely secrets (or links leaving the source) in its snapshot are reported
+    with ``warnings.warn(..., SecretsWarning)``; with the policy ``refuse`` this
+    raises ``SnapshotSecretsError`` and records nothing.
+    """
     request = prepare(ws, spec)
-    run = record(ws.open_history(), request)
-    launch(ws, run.id)
+    claim, request.claim = request.claim, None
+    try:
+        message = request.flag_message()
+        if message is not None:
+            import warnings
+
+            from runyard.errors import SecretsWarning
+
+            warnings.warn(message, SecretsWarning, stacklevel=3)  # at the caller of Experiment.submit
+        run = record(ws.open_history(), request)
+    except BaseException:
+        if claim is not None:
+            os.close(claim)  # nobody looks after the run now: the next reader records it as lost
+        raise
+    launch(ws, run.id, claim=claim)
     return run
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a local process exists and is not a zombie (dead, not yet reaped)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
-def is_lost(run: RunRecord, *, now: float | None = None) -> bool:
-    """Whether an unfinished run's supervisor is gone."""
-    if run.is_terminal:
-        return False
-    age = (now or time.time()) - run.heartbeat
-    if run.host and run.host != os.uname().nodename:
-        return age > LOST_AFTER_REMOTE
-    if run.supervisor_pid is not None:
-        return not pid_alive(run.supervisor_pid)  # its process is gone: lost now
-    return age > LOST_AFTER  # no supervisor yet: give it time to start
 
 
 def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
               ws: Workspace | None = None) -> list[str]:
-    """Mark runs whose supervisor died as Failed; returns their ids.
+    """Reap the runs nobody looks after any more (see :mod:`runyard.reaper`); returns their ids.
 
-    Called by everything that reads runs, so no run stays Running forever.
-    With ``ws``, what the dead supervisor left mounted or on disk on this host
-    (its working directory) is cleaned up too.
+    Cheap when nothing is lost: a lock try per unfinished run of this machine.
+    ``runs`` limits it to those runs. Without ``ws`` nothing is done.
     """
-    candidates = runs if runs is not None else history.find_lost_runs(LOST_AFTER)
-    reaped = []
-    for run in candidates:
-        if run.is_terminal:
-            continue
-        folder = os.path.join(ws.runs_dir, run.id) if ws is not None else None
-        end = RunEnd.read(folder) if folder is not None else None
-        local = not run.host or run.host == os.uname().nodename
-        pid = run.supervisor_pid or (_supervisor_pid(folder) if folder is not None else None)
-        if end is not None and local and not pid_alive(pid):
-            # It ended and wrote so, but died before recording it: record it now.
-            try:
-                record_end(history, run.id, end)
-                reaped.append(run.id)
-            except Exception:
-                pass
-            continue
-        if not is_lost(run):
-            continue
-        who = f"pid {run.supervisor_pid} on {run.host}" if run.supervisor_pid else "never started"
-        try:
-            history.set_status(run.id, RunStatus.FAILED,
-                               error=f"The run was lost: its supervisor ({who}) stopped without recording an end.")
-            reaped.append(run.id)
-        except Exception:
-            continue
-        if ws is not None and (not run.host or run.host == os.uname().nodename):
-            from runyard.agent.supervisor import WORK_DIR, run_folder
-            from runyard.agent.workdir import cleanup_stale
+    if ws is None:
+        return []
+    from runyard.reaper import reap_lost as reap_all
 
-            script = _supervisor_identity(run_folder(ws, run.id)).get("script_pid")
-            if isinstance(script, int):
-                try:  # what the script started in its group dies with the run
-                    os.killpg(script, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-
-            try:
-                cleanup_stale(os.path.join(run_folder(ws, run.id), WORK_DIR))
-            except Exception:  # best effort: the status is what matters
-                pass
-            _unmount_data(run_folder(ws, run.id))
-    return reaped
-
-
-def _unmount_data(folder: str) -> None:
-    """Unmount the input and output mounts a dead supervisor left (their helpers end then)."""
-    from runyard.agent.workdir import mounts_below
-    from runyard.data.materialize import DATA_DIR, MOUNTS_FILE
-
-    noted: list[str] = []
-    try:
-        with open(os.path.join(folder, MOUNTS_FILE), encoding="utf-8") as fh:
-            noted = [line.rstrip("\n") for line in fh if line.strip()]
-    except OSError:
-        pass
-    data = os.path.join(folder, DATA_DIR)
-    if not noted and not os.path.isdir(data):
-        return
-    from runyard.data.fuse import is_mounted, unmount_stale
-
-    below = mounts_below(os.path.realpath(data)) if os.path.isdir(data) else []
-    for mp in [*below, *(m for m in noted if m not in below)]:
-        try:
-            if is_mounted(mp):
-                unmount_stale(mp)
-        except Exception:  # best effort, as above
-            pass
-
-
-def _record_of(ws: Workspace, run_id: str, history: RunHistory) -> RunRecord:
-    """The run's record; for a run ``runyard run`` prepared whose supervisor has
-    not recorded it yet, wait for it while the supervisor lives, or record it
-    now (from its request and end files) when the supervisor is gone."""
-    from runyard.errors import NotFoundError
-
-    try:
-        return history.get_run(run_id)
-    except NotFoundError:
-        folder = os.path.join(ws.runs_dir, run_id)
-        if not os.path.exists(os.path.join(folder, REQUEST_FILE)):
-            raise
-    deadline = time.monotonic() + END_RECORD_WAIT
-    while pid_alive(_supervisor_pid(folder)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-        try:
-            return history.get_run(run_id)
-        except NotFoundError:
-            continue
-    try:
-        return history.get_run(run_id)
-    except NotFoundError:
-        pass
-    record(history, RunRequest.load(folder))
-    end = RunEnd.read(folder)
-    if end is not None:
-        return record_end(history, run_id, end)
-    return history.set_status(run_id, RunStatus.FAILED, error="The run was lost: its supervisor stopped before "
-                              "recording it.")
+    return reap_all(ws, history, None if runs is None else list(runs))
 
 
 END_RECORD_WAIT: Final = 10.0
@@ -571,33 +427,57 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     """A run as the history has it, consistent with what ``runyard run`` said.
 
     A run whose supervisor has written its end but not yet recorded it (a
-    moment, normally) is waited for; one whose supervisor died is recorded
-    from its end file, or marked Failed when there is none.
+    moment, normally) is waited for; a run nobody looks after any more (its
+    supervisor died) is reaped first: what it left is salvaged and its end
+    recorded (:mod:`runyard.reaper`). A run prepared by ``runyard run`` that
+    its supervisor has not recorded yet is recorded (Queued) now. ``run_id``
+    may be a unique prefix of the id.
     """
+    from runyard.agent.folder import RunFolder
+    from runyard.errors import NotFoundError
+
     history = history or ws.open_history()
-    run = _record_of(ws, run_id, history)
-    folder = os.path.join(ws.runs_dir, run_id)
-    if not run.is_terminal and os.path.exists(os.path.join(folder, END_FILE)):
-        pid = run.supervisor_pid or _supervisor_pid(folder)  # the folder knows it before the history does
+    run_id = history.resolve_run_id(run_id, missing_ok=True)  # missing: maybe prepared, not yet recorded
+    try:
+        run: RunRecord | None = history.get_run(run_id)
+    except NotFoundError:
+        run = None
+    if run is not None and run.is_terminal:
+        return run
+    folder = RunFolder.of(ws.path, run_id)
+    if run is None and not os.path.exists(folder.request):
+        return history.get_run(run_id)  # raises NotFoundError
+    attended = folder.attended()
+    if attended:
+        if run is None:
+            return record(history, RunRequest.load(folder.path))
         deadline = time.monotonic() + END_RECORD_WAIT
-        while not run.is_terminal and pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while (not run.is_terminal and os.path.exists(folder.end) and folder.attended()
+               and time.monotonic() < deadline):
+            time.sleep(0.02)  # it has written its end: the record follows in a moment
             run = history.get_run(run_id)
-    if reap_lost(history, [run], ws=ws):
-        run = history.get_run(run_id)
-    return run
+        return run
+    from runyard.reaper import reap
+
+    reaped = reap(ws, history, run_id)
+    if reaped is not None:
+        return reaped
+    return history.get_run(run_id)
 
 
 def request_cancel(ws: Workspace, run_id: str, pid: int | None = None) -> bool:
     """Ask a local run's supervisor to cancel, at once and without the history:
     the ``cancel`` file (which it polls), and SIGTERM to it when it is alive.
     Returns whether a live supervisor was signalled."""
-    folder = os.path.join(ws.runs_dir, run_id)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "cancel"), "w", encoding="utf-8") as fh:
+    from runyard.agent.folder import RunFolder
+
+    folder = RunFolder.of(ws.path, run_id)
+    os.makedirs(folder.path, exist_ok=True)
+    with open(folder.cancel, "w", encoding="utf-8") as fh:
         fh.write(f"{time.time()}\n")
-    pid = pid or _supervisor_pid(folder)
-    if pid and pid_alive(pid):
+    found = folder.read_identity().get("pid")
+    pid = pid or (found if isinstance(found, int) else None)
+    if pid and folder.attended() and pid_alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
             return True
@@ -611,10 +491,16 @@ def cancel(ws: Workspace, run_id: str) -> RunRecord | None:
     period (``RUNYARD_CANCEL_GRACE``, default 10 s), then SIGKILL.
 
     Returns the run's record, or None when its supervisor was told before the
-    history has the run (the first moments of ``runyard run``).
+    history has the run (the first moments of ``runyard run``). ``run_id``
+    may be a unique prefix of the id.
     """
-    folder = os.path.join(ws.runs_dir, run_id)
-    prepared = os.path.exists(os.path.join(folder, REQUEST_FILE)) and RunEnd.read(folder) is None
+    from runyard.agent.folder import RunFolder, check_run_id
+
+    check_run_id(run_id)
+    if not os.path.isdir(os.path.join(ws.runs_dir, run_id)):  # not a full id whose run folder is here
+        run_id = ws.open_history().resolve_run_id(run_id, missing_ok=True)
+    folder = RunFolder.of(ws.path, run_id)
+    prepared = os.path.exists(folder.request) and RunEnd.read(folder.path) is None
     if prepared and request_cancel(ws, run_id):  # a live local supervisor: it records the cancel itself
         return None
     history = ws.open_history()
@@ -632,37 +518,29 @@ def cancel(ws: Workspace, run_id: str) -> RunRecord | None:
     return history.set_status(run_id, RunStatus.CANCELED, error="canceled before it started")
 
 
-def _supervisor_identity(folder: str) -> dict[str, Any]:
-    """What the supervisor wrote about itself: pid, host, and the script's pid."""
-    import json
-
-    try:
-        with open(os.path.join(folder, "supervisor.json"), encoding="utf-8") as fh:
-            who = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return who if isinstance(who, dict) else {}
-
-
-def _supervisor_pid(folder: str) -> int | None:
-    pid = _supervisor_identity(folder).get("pid")
-    return pid if isinstance(pid, int) else None
-
-
 def wait(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: float = 0.1) -> RunRecord:
-    """Block until the run has ended (or ``timeout`` seconds passed)."""
+    """Block until the run has ended (or ``timeout`` seconds passed).
+
+    Once a second it checks that somebody still looks after the run (one lock
+    try); a run nobody does is reaped and its end returned.
+    """
+    from runyard.agent.folder import RunFolder
+
     history = ws.open_history()
+    folder = RunFolder.of(ws.path, run_id)
     deadline = None if timeout is None else time.monotonic() + timeout
-    last_reap = 0.0
+    last_check = time.monotonic()
     while True:
         run = history.get_run(run_id)
         if run.is_terminal:
             return run
         now = time.monotonic()
-        if now - last_reap > 5.0:
-            last_reap = now
-            if reap_lost(history, [run], ws=ws):
-                return history.get_run(run_id)
+        if now - last_check >= 1.0:
+            last_check = now
+            if not folder.attended():
+                run = get_run(ws, run_id, history)
+                if run.is_terminal:
+                    return run
         if deadline is not None and now > deadline:
             return run
         time.sleep(poll)

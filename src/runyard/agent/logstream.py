@@ -58,9 +58,9 @@ class LineLog:
             out.append(_collapse(buf[start:nl]) + b"\n")
             start = nl + 1
         rest = buf[start:]
-        if len(rest) > MAX_LINE:
-            out.append(_collapse(rest) + b"\n")
-            rest = b""
+        while len(rest) > MAX_LINE:  # cut at fixed offsets, so the same bytes give the same lines however they came
+            out.append(_collapse(rest[:MAX_LINE]) + b"\n")
+            rest = rest[MAX_LINE:]
         self._pending = rest
         if out:
             self._fh.write(b"".join(out))

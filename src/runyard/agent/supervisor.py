@@ -1,11 +1,11 @@
 """The supervisor: one process per run, apart from the script.
 
 It owns the run from Preparing to its end: makes the working directory from
-the snapshot, starts the script in a process group of its own, writes its
-output to the driver log as lines, mirrors ``./logs`` and syncs ``./outputs``
-while the script runs and once more at every kind of exit, beats a heartbeat
-into the run history, and records the honest end: Completed, Failed (with the
-exit code or signal and the last lines of a traceback) or Canceled.
+the snapshot, starts the script in a process group of its own, turns its
+output into the driver log's lines, mirrors ``./logs``, stores ``./outputs``
+and ``./logs`` as files settle (and once more at every kind of exit), beats a
+heartbeat into the run history, and records the honest end: Completed, Failed
+(with the exit code or signal and the last lines of a traceback) or Canceled.
 
 The run history (SQLAlchemy, the slowest import there is here) is opened in
 a background thread while the working directory is made and the script
@@ -18,15 +18,19 @@ Cancel arrives as SIGTERM or SIGINT to the supervisor, as a ``cancel`` file in
 the run's folder, or as the run's status set to Canceled by someone else: the
 script's whole process group gets SIGTERM, a grace period, then SIGKILL.
 
-If the supervisor itself dies, the script dies with it (a parent-death
-signal), its heartbeat stops, and whoever reads the run next marks it Failed
-(:func:`runyard.runs.reap_lost`).
+**Nothing is lost when the supervisor dies.** The script writes its output
+to a file itself (:mod:`runyard.agent.capture`); every file stored while the
+run goes is in the run's journal before the history has it
+(:mod:`runyard.agent.journal`); the supervisor holds the run's marker lock for
+as long as it lives (:mod:`runyard.agent.folder`). If it dies, the script dies
+with it (a parent-death signal), the lock goes, and whoever reads the run next
+salvages what is left on disk, records the end and cleans up
+(:mod:`runyard.reaper`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import queue
 import select
@@ -40,23 +44,20 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from runyard.agent.logstream import LineLog, tail_lines
+from runyard.agent.folder import DRIVER_LOG_ARTIFACT, WORK, RunFolder, boot_id
+from runyard.agent.logstream import tail_lines
 from runyard.history import Artifact, RunStatus
 from runyard.workspace import Workspace
 
 if TYPE_CHECKING:
-    from runyard.agent.artifacts import ArtifactRecord, OutputsSync
+    from runyard.agent.artifacts import ArtifactRecord
     from runyard.history.store import RunHistory
     from runyard.runs import RunRequest
     from runyard.store.base import ObjectStore
 
-DRIVER_LOG: Final = "driver_log.txt"
-"""The driver log's file name in the run's folder; its artifact is ``runyard_logs/driver_log.txt``."""
-DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
 LOWER_CACHE: Final = "lower"
 """Shared, per-snapshot overlay lower layers, in the workspace's cache folder."""
-WORK_DIR: Final = "work"
-"""The working directory's folder (overlay layers or copy) in the run's folder."""
+WORK_DIR: Final = WORK
 HISTORY_AFTER: Final = 0.3
 """Seconds into the script's run after which the run history is loaded (see _History)."""
 HEARTBEAT_EVERY: Final = 2.0
@@ -65,7 +66,6 @@ OUTPUTS_EVERY: Final = 1.0
 TICK: Final = 0.02
 DEFAULT_GRACE: Final = 10.0
 ENV_GRACE: Final = "RUNYARD_CANCEL_GRACE"
-CANCEL_FILE: Final = "cancel"
 
 # Resolved now, not in the child between fork and exec, where nothing may be
 # imported or looked up.
@@ -201,24 +201,112 @@ def _traceback_tail(log_path: str, n: int = 20) -> str | None:
     return None
 
 
-def supervise(ws: Workspace, run_id: str) -> int:
+class _LiveSync:
+    """``./outputs`` and ``./logs`` stored as files settle; each file stored is
+    recorded at once in the run's journal and, off the supervise loop, in the
+    history (see :mod:`runyard.agent.journal`)."""
+
+    def __init__(self, store: ObjectStore, wd: str, folder: RunFolder, shipped: dict[str, str]) -> None:
+        from runyard.agent.artifacts import LogsMirror, OutputsSync
+        from runyard.agent.journal import ArtifactJournal
+
+        self.store = store
+        self.outputs = OutputsSync(store, wd, prefix="outputs")
+        self.logs = OutputsSync(store, wd, prefix="logs")
+        self.mirror = LogsMirror(os.path.join(wd, "logs"), folder.logs_mirror)
+        self.journal = ArtifactJournal(folder.journal)
+        self._shipped = shipped
+        self._pending: list[Artifact] = []
+        self._lock = threading.Lock()
+        self.problems: list[str] = []
+
+    def own(self, records: Iterable[ArtifactRecord]) -> list[Artifact]:
+        """The records of files the run wrote (not those that came unchanged with the snapshot)."""
+        from runyard.agent.salvage import own_artifacts
+
+        return own_artifacts(list(records), self._shipped)
+
+    def note(self, artifacts: list[Artifact]) -> None:
+        """Record stored files: in the journal now, in the history with the next flush."""
+        if not artifacts:
+            return
+        try:
+            self.journal.add(artifacts)
+        except OSError as exc:  # the history still gets them; the reaper re-reads the working directory
+            self.problems.append(f"the artifact journal could not be written: {exc}")
+        with self._lock:
+            self._pending.extend(artifacts)
+
+    def settle(self) -> bool:
+        """Store what settled since the last call; whether anything new was stored."""
+        new: list[ArtifactRecord] = []
+        for sync in (self.outputs, self.logs):
+            try:
+                new.extend(sync.scan(final=False))
+            except Exception:  # a sync hiccup is retried on the next tick
+                continue
+        own = self.own(new)
+        self.note(own)
+        return bool(own)
+
+    def flush(self, history: RunHistory, run_id: str) -> None:
+        """Write the records noted so far to the history (on the recorder's thread)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            history.upsert_artifacts(run_id, batch)
+        except BaseException:
+            with self._lock:  # tried again with the next flush (and recorded with the end anyway)
+                self._pending[:0] = batch
+            raise
+
+    def final(self) -> tuple[list[Artifact], list[str]]:
+        """Everything, stable or not, once the script has ended; (artifacts, problems)."""
+        artifacts: list[Artifact] = []
+        problems: list[str] = []
+        steps: list[tuple[str, Callable[[], Iterable[ArtifactRecord]]]] = [
+            ("outputs", lambda: (self.outputs.scan(final=True), self.outputs.records)[1]),
+            ("logs", lambda: self.mirror.finalize(self.store)),
+        ]
+        for what, step in steps:
+            try:
+                own = self.own(step())
+            except Exception as exc:  # recorded on the run; the other steps still run
+                problems.append(f"syncing {what} failed: {exc}")
+                continue
+            self.note(own)
+            artifacts.extend(own)
+        return artifacts, problems
+
+
+def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     """Run ``run_id`` to its end; return the code ``runyard run`` exits with.
 
     The exit code is the script's, 128 + N when signal N ended it, and 130
-    when the run was canceled.
+    when the run was canceled. ``lock_fd`` is the run's marker as the process
+    that prepared the run handed it over, held already; without it the
+    supervisor takes the marker itself (see :mod:`runyard.agent.folder`).
     """
-    from runyard.agent.artifacts import LogsMirror, OutputsSync
+    from runyard.agent.capture import OutputCapture
+    from runyard.agent.salvage import shipped_files
+    from runyard.agent.scripts import command_for, command_line, path_with, runner_for
     from runyard.agent.workdir import materialize, prune_lower_cache
     from runyard.data.inputs import PLACEHOLDER_RE
     from runyard.data.materialize import RunData
     from runyard.errors import RunyardError
     from runyard.runs import RunEnd, RunRequest, exit_code_for, record_end
 
-    folder = run_folder(ws, run_id)
-    request = RunRequest.load(folder)
-    log_path = os.path.join(folder, DRIVER_LOG)
+    folder = RunFolder.of(ws.path, run_id)
+    if lock_fd is None:
+        lock_fd = folder.hold()
+    else:
+        os.set_inheritable(lock_fd, False)  # the script must not keep the run "attended" after we die
+    request = RunRequest.load(folder.path)
     host = os.uname().nodename
-    _write_identity(folder, {"pid": os.getpid(), "host": host, "started": time.time()})
+    identity: dict[str, Any] = {"pid": os.getpid(), "host": host, "boot_id": boot_id(), "started": time.time()}
+    folder.write_identity(identity)
     if _PRCTL is not None:
         # Orphans of the script (a daemon it started) become our children, so
         # that nothing it started outlives the run.
@@ -234,39 +322,47 @@ def supervise(ws: Workspace, run_id: str) -> int:
 
     background = _History(ws, request, host)
     store = ws.open_store()
-    log = LineLog(log_path)
+    capture = OutputCapture(folder.raw_output, folder.driver_log)
+    capture.start()
+    say = capture.note
+
+    def done(code: int) -> int:
+        """The run is over and recorded (or its end is in end.json): let go of it."""
+        _quietly(lambda: os.unlink(folder.raw_output) if os.path.exists(folder.end) else None)
+        folder.release()
+        os.close(lock_fd)
+        return code
 
     def fail_early(what: str, exc: BaseException) -> int:
         message = f"{what}: {exc}"
-        log.feed(f"runyard: {message}\n".encode())
-        log.close()
+        say(message)
+        capture.close()
+        end = RunEnd(RunStatus.FAILED.value, None, None, message, None, time.time())
+        end.write(folder.path)
         try:
-            background.get().set_status(run_id, RunStatus.FAILED, error=message)
+            record_end(background.get(), run_id, end)
         except Exception as inner:
-            _append(log_path, f"runyard: the failure could not be recorded: {inner}\n")
-        RunEnd(RunStatus.FAILED.value, None, None, message, None, time.time()).write(folder)
-        return 1
+            _append(folder.supervisor_log, f"runyard: the failure could not be recorded: {inner}\n")
+        return done(1)
 
     def canceled_early() -> int | None:
         """Before anything runs: a cancel that came first ends the run here."""
-        if not os.path.exists(os.path.join(folder, CANCEL_FILE)) and not (
-                background.done() and background.ended_before):
+        if not os.path.exists(folder.cancel) and not (background.done() and background.ended_before):
             return None
-        log.close()
+        capture.close()
         reason = "canceled before it started"
+        end = RunEnd(RunStatus.CANCELED.value, None, None, reason, None, time.time())
+        end.write(folder.path)
         try:
-            h = background.get()
-            if not h.get_run(run_id).is_terminal:
-                h.set_status(run_id, RunStatus.CANCELED, error=reason)
+            record_end(background.get(), run_id, end)
         except Exception as exc:
-            _append(log_path, f"runyard: the cancel could not be recorded: {exc}\n")
-        RunEnd(RunStatus.CANCELED.value, None, None, reason, None, time.time()).write(folder)
-        return 130
+            _append(folder.supervisor_log, f"runyard: the cancel could not be recorded: {exc}\n")
+        return done(130)
 
     if (code := canceled_early()) is not None:
         return code
     try:
-        workdir = materialize(store, request.snapshot_id, os.path.join(folder, WORK_DIR),
+        workdir = materialize(store, request.snapshot_id, folder.work,
                               lower_cache=os.path.join(ws.cache_dir, LOWER_CACHE))
     except Exception as exc:  # any failure to prepare is the run's failure, recorded
         return fail_early("preparing the working directory failed", exc)
@@ -276,6 +372,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
     logs_dir = os.path.join(wd, "logs")
     os.makedirs(outputs_dir, exist_ok=True)
     os.makedirs(logs_dir, exist_ok=True)
+    python = sys.executable
     # Another run's inputs and outputs (runyard run started inside a run) are not this run's.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNYARD_INPUT_", "RUNYARD_OUTPUT_"))}
     env.update({
@@ -286,19 +383,13 @@ def supervise(ws: Workspace, run_id: str) -> int:
         "RUNYARD_OUTPUTS_DIR": outputs_dir,
         "RUNYARD_LOGS_DIR": logs_dir,
         "PYTHONUNBUFFERED": "1",
+        "PATH": path_with(python, os.environ.get("PATH")),
     })
     arguments = list(request.arguments)
     data: RunData | None = None
 
-    def say(text: str) -> None:
-        """A line of runyard's own in the driver log (also once the script's output is closed)."""
-        if log.closed:
-            _append(log_path, f"runyard: {text}\n")
-        else:
-            log.feed(f"runyard: {text}\n".encode())
-
     try:
-        data = RunData.load(ws, folder, wd, say)
+        data = RunData.load(ws, folder.path, wd, say)
     except Exception as exc:
         workdir.cleanup()
         return fail_early("reading the run's data plan failed", exc)
@@ -310,8 +401,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         except Exception as exc:
             workdir.cleanup()
             return fail_early("the run could not be recorded", exc)
-        cancel_file = os.path.join(folder, CANCEL_FILE)
-        data.stop = lambda: cancel.requested or os.path.exists(cancel_file)
+        data.stop = lambda: cancel.requested or os.path.exists(folder.cancel)
         try:
             env.update(data.prepare())
         except Exception as exc:
@@ -319,17 +409,26 @@ def supervise(ws: Workspace, run_id: str) -> int:
             data.remove_placed()
             workdir.cleanup()
             if data.stop():
-                if not os.path.exists(cancel_file):  # canceled by a signal: say so where canceled_early looks
-                    _append(cancel_file, "")
+                if not os.path.exists(folder.cancel):  # canceled by a signal: say so where canceled_early looks
+                    _append(folder.cancel, "")
                 if (code := canceled_early()) is not None:
                     return code
             detail = "; ".join([str(exc), *problems_early])
             return fail_early("preparing the run's data failed", RunyardError(detail))
         paths = data.paths()
         arguments = [PLACEHOLDER_RE.sub(lambda m: paths.get(m.group(0), m.group(0)), a) for a in arguments]
-    command = [sys.executable, request.script, *arguments]
-    outputs = OutputsSync(store, wd, prefix="outputs")
-    logs = LogsMirror(logs_dir, os.path.join(folder, "logs"))
+    try:
+        if request.command:
+            command = command_line(request.command)
+        else:
+            command = command_for(runner_for(os.path.join(wd, request.script), request.script), request.script,
+                                  arguments, python)
+    except RunyardError as exc:
+        if data is not None:
+            data.unmount_all()
+        workdir.cleanup()
+        return fail_early("the script cannot be run", exc)
+    live = _LiveSync(store, wd, folder, shipped_files(store, request.snapshot_id))
     if (code := canceled_early()) is not None:
         if data is not None:
             data.unmount_all()
@@ -338,8 +437,8 @@ def supervise(ws: Workspace, run_id: str) -> int:
     started = time.time()
     try:
         proc = subprocess.Popen(
-            command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=capture.fd, stderr=capture.fd,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         if data is not None:
@@ -347,8 +446,9 @@ def supervise(ws: Workspace, run_id: str) -> int:
         workdir.cleanup()
         return fail_early(f"the script could not be started ({command[0]})", exc)
 
-    _write_identity(folder, {"pid": os.getpid(), "host": host, "started": started, "script_pid": proc.pid})
-    command_line = " ".join(command)
+    identity.update(script_pid=proc.pid, script_started=started)
+    folder.write_identity(identity)
+    command_line_text = " ".join(command)
     history: RunHistory | None = None
     unrecordable: Exception | None = None
 
@@ -364,25 +464,9 @@ def supervise(ws: Workspace, run_id: str) -> int:
                     cancel.request("canceled before it started")
                 else:
                     recorder.submit("running", partial(h.set_status, run_id, RunStatus.RUNNING, started=started,
-                                                       working_dir=wd, command_line=command_line))
+                                                       working_dir=wd, command_line=command_line_text))
                 history = h
         return history
-
-    assert proc.stdout is not None
-    out_fd = proc.stdout.fileno()
-
-    def pump() -> None:
-        while True:
-            try:
-                chunk = os.read(out_fd, 1 << 16)
-            except OSError:
-                break
-            if not chunk:
-                break
-            log.feed(chunk)
-
-    pumper = threading.Thread(target=pump, name="runyard-log-pump", daemon=True)
-    pumper.start()
 
     # Woken the moment the script exits (a pidfd), else every TICK.
     try:
@@ -398,7 +482,7 @@ def supervise(ws: Workspace, run_id: str) -> int:
         if code is not None:
             break
         now = time.monotonic()
-        if os.path.exists(os.path.join(folder, CANCEL_FILE)):
+        if os.path.exists(folder.cancel):
             cancel.request("canceled (runyard cancel)")
         if not background.started and now - script_start >= HISTORY_AFTER:
             background.start()
@@ -419,17 +503,20 @@ def supervise(ws: Workspace, run_id: str) -> int:
                 _signal_group(proc.pid, signal.SIGKILL)
         if now - last_logs >= LOGS_EVERY:
             last_logs = now
-            _quietly(logs.scan)
+            _quietly(live.mirror.scan)
         if now - last_out >= OUTPUTS_EVERY:
             last_out = now
-            if _store_outputs(outputs) and history is not None:
-                recorder.submit("outputs", partial(history.upsert_artifacts, run_id, _as_artifacts(outputs.records)))
+            live.settle()
+        if history is not None:
+            recorder.submit("artifacts", partial(live.flush, history, run_id))
         if exited is None:
             time.sleep(TICK)
         else:
             select.select([exited], [], [], TICK)
     if exited is not None:
         os.close(exited)
+    identity.update(script_exit=code, script_ended=time.time())
+    _quietly(lambda: folder.write_identity(identity))
 
     # The script has ended: its end is decided now (a cancel arriving while
     # its outputs are synced does not change it).
@@ -443,32 +530,15 @@ def supervise(ws: Workspace, run_id: str) -> int:
     # Whatever it left behind goes too: its process group, and any process it
     # started that escaped the group (reparented to us, the subreaper).
     _end_leftovers(proc.pid)
-    pumper.join(timeout=1.0)
-    if pumper.is_alive():  # something outside our reach holds the pipe: stop reading it
-        _quietly(proc.stdout.close)
-        pumper.join(timeout=1.0)
-    log.close()
+    capture.close()
 
-    # Everything the run produced goes into the store first (no history
-    # needed), then the end file, which `runyard run` waits for, then the
-    # history. Should this process die between the two, whoever reads the run
-    # next records the end from the file (runyard.runs.reap_lost).
+    # Everything the run produced goes into the store and the journal first
+    # (no history needed), then the end file, which `runyard run` waits for,
+    # then the history. Should this process die anywhere in between, whoever
+    # reads the run next salvages what is left and records the end
+    # (runyard.reaper).
     ended = time.time()
-    problems: list[str] = []
-    artifacts: list[Artifact] = []
-    def all_outputs() -> list[ArtifactRecord]:
-        outputs.scan(final=True)
-        return outputs.records
-
-    steps: list[tuple[str, Callable[[], Iterable[ArtifactRecord]]]] = [
-        ("outputs", all_outputs),
-        ("logs", lambda: logs.finalize(store)),
-    ]
-    for what, step in steps:
-        try:
-            artifacts.extend(_as_artifacts(step()))
-        except Exception as exc:  # recorded on the run; the other steps still run
-            problems.append(f"syncing {what} failed: {exc}")
+    artifacts, problems = live.final()
     data_records: list[dict[str, Any]] = []
     data_failed = False
     if data is not None:  # declared outputs are stored whatever the end; registered only if it completed
@@ -481,18 +551,13 @@ def supervise(ws: Workspace, run_id: str) -> int:
             final = RunStatus.FAILED  # its declared data did not all land: not a success to build on
             data_failed = True
     try:
-        artifacts.append(_store_file(store, log_path, DRIVER_LOG_ARTIFACT))
+        driver_log = _store_file(store, folder.driver_log, DRIVER_LOG_ARTIFACT)
+        live.note([driver_log])
+        artifacts.append(driver_log)
     except Exception as exc:
         problems.append(f"storing the driver log failed: {exc}")
-    try:
-        workdir.cleanup()
-    except Exception as exc:  # what is left is cleaned up by the next reader (cleanup_stale)
-        problems.append(f"removing the working directory failed: {exc}")
-    _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
-    if data is not None and data.inputs:
-        from runyard.data.materialize import prune_cache
-
-        _quietly(lambda: prune_cache(ws))
+    problems.extend(live.problems)
+    live.journal.close()
 
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None
@@ -500,38 +565,35 @@ def supervise(ws: Workspace, run_id: str) -> int:
     if unrecordable is not None:
         error = f"The run could not be recorded: {unrecordable}"
     elif final is RunStatus.FAILED and not data_failed:
-        error = _traceback_tail(log_path) or (
+        error = _traceback_tail(folder.driver_log) or (
             f"The script was killed by {signal.Signals(sig).name}" if sig
             else f"The script exited with code {exit_code}")
     elif final is RunStatus.CANCELED:
         error = cancel.reason or "canceled"
     if problems:
         error = "\n".join([*([error] if error else []), *problems])
-    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line, wd, artifacts, data_records)
-    end.write(folder)
+    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line_text, wd, artifacts, data_records)
+    end.write(folder.path)
+    try:
+        workdir.cleanup()
+    except Exception as exc:  # what is left is removed by the next reader or runyard gc
+        _append(folder.supervisor_log, f"runyard: removing the working directory failed: {exc}\n")
+    _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
+    if data is not None and data.inputs:
+        from runyard.data.materialize import prune_cache
+
+        _quietly(lambda: prune_cache(ws))
     try:
         record_end(background.get(), run_id, end)
     except Exception:
-        _append(log_path, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
-    return exit_code_for(final, exit_code, sig)
+        _append(folder.supervisor_log, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
+    return done(exit_code_for(final, exit_code, sig))
 
 
 def _beat(history: RunHistory, run_id: str, cancel: _Cancel) -> None:
     """A heartbeat; the status it returns shows a cancel made by setting it."""
     if history.heartbeat(run_id) is RunStatus.CANCELED:
         cancel.request("canceled")
-
-
-def _store_outputs(outputs: OutputsSync) -> bool:
-    """Store the outputs that are stable now; whether anything new was stored."""
-    try:
-        return bool(outputs.scan(final=False))
-    except Exception:  # a sync hiccup is retried on the next tick
-        return False
-
-
-def _as_artifacts(records: Iterable[ArtifactRecord]) -> list[Artifact]:
-    return [Artifact(r.name, r.size, r.digest, r.mtime_ns / 1e9 if r.mtime_ns else None) for r in records]
 
 
 def _store_file(store: ObjectStore, path: str, name: str) -> Artifact:
@@ -600,13 +662,6 @@ def _end_leftovers(pgid: int, grace: float = 1.0) -> None:
     reap()
 
 
-def _write_identity(folder: str, who: dict[str, Any]) -> None:
-    tmp = os.path.join(folder, ".supervisor.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(who, fh)
-    os.replace(tmp, os.path.join(folder, "supervisor.json"))
-
-
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -637,12 +692,20 @@ def _append(path: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runyard.agent.supervisor WORKSPACE RUN_ID``."""
+    """``python -m runyard.agent.supervisor WORKSPACE RUN_ID [--lock-fd N]``.
+
+    ``--lock-fd`` is the run's marker, held by the process that started this
+    one and passed down (see :mod:`runyard.agent.folder`).
+    """
     args = sys.argv[1:] if argv is None else argv
+    lock_fd: int | None = None
+    if len(args) == 4 and args[2] == "--lock-fd" and args[3].isdigit():
+        lock_fd = int(args[3])
+        args = args[:2]
     if len(args) != 2:
-        print("usage: python -m runyard.agent.supervisor WORKSPACE RUN_ID", file=sys.stderr)
+        print("usage: python -m runyard.agent.supervisor WORKSPACE RUN_ID [--lock-fd N]", file=sys.stderr)
         return 2
-    return supervise(Workspace(args[0]), args[1])
+    return supervise(Workspace(args[0]), args[1], lock_fd=lock_fd)
 
 
 if __name__ == "__main__":  # pragma: no cover

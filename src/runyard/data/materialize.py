@@ -226,16 +226,51 @@ def check_unchanged(ws: Workspace, sources: Sequence[Any], files: Sequence[Datas
 def download_dataset(ws: Workspace, dataset: FileDataset, target: str, *, overwrite: bool = False,
                      progress: Any = False) -> list[str]:
     label = f"dataset '{dataset.name}' version {dataset.version}" if dataset.name else "the dataset"
+    check_records(dataset.files, label)
     check_unchanged(ws, dataset.sources, dataset.files, label)
-    return _download_files(ws, dataset.files, target, overwrite=overwrite, progress=progress)
+    return _download_files(ws, dataset.files, target, overwrite=overwrite, progress=progress, label=label)
+
+
+def check_records(files: Sequence[DatasetFile], label: str) -> None:
+    """Refuse a version whose recorded file list holds a name that is not a
+    plain relative path (``../x``) where the file goes, or where it is read
+    from in its datastore: runyard never records one, so the record was
+    damaged or written by something else. Nothing is read or written then."""
+    from runyard.errors import UnsafePathError
+    from runyard.paths import name_problem
+
+    todo = ("The record in the run history is damaged or was not written by runyard; nothing was downloaded. "
+            "Register the data again as a new version (runyard dataset register NAME --from ...) and use that one.")
+    for f in files:
+        problem = name_problem(f.rel, backslash=True)
+        if problem is not None:
+            raise UnsafePathError(f"The record of {label} holds a file named {f.rel!r}, which is not a plain "
+                                  f"relative path ({problem}). {todo}", name=f.rel, reason=problem)
+        problem = name_problem(f.path, backslash=True)
+        if problem is not None:
+            raise UnsafePathError(f"The record of {label} puts its file {f.rel!r} at {f.path!r} in datastore "
+                                  f"'{f.datastore}', which is not a path inside the datastore ({problem}). {todo}",
+                                  name=f.path, reason=problem)
 
 
 def _download_files(ws: Workspace, files: Sequence[DatasetFile], target: str, *, overwrite: bool,
                     progress: Any, say: Callable[[str], None] | None = None,
-                    stop: Callable[[], bool] | None = None) -> list[str]:
+                    stop: Callable[[], bool] | None = None, label: str = "the dataset") -> list[str]:
+    from runyard.errors import UnsafePathError
+    from runyard.paths import Under
+
+    check_records(files, label)
+    under = Under(target, backslash=True)
     by_store: dict[str, list[tuple[RemoteFile, str]]] = {}
     written = []
     for f in files:
+        try:
+            under.join(f.rel)  # every path is checked before anything is written
+        except UnsafePathError as exc:
+            raise UnsafePathError(f"Cannot download {label} into '{target}': {exc.reason}; its file {f.rel!r} "
+                                  "would be written through it, outside the folder. Remove that link, or download "
+                                  "into another folder; nothing was downloaded.", name=f.rel, reason=exc.reason
+                                  ) from None
         dest = os.path.join(target, *f.rel.split("/"))
         if not overwrite and os.path.lexists(dest):
             raise DataError(f"'{dest}' already exists. Download into an empty folder, or pass overwrite=True "
@@ -344,6 +379,7 @@ class RunData:
             files = [DatasetFile.from_row(r) for r in item["files"]]
             label = (f"dataset '{item['dataset']}' version {item['version']}" if item.get("dataset")
                      else f"input '{name}'")
+            check_records(files, label)
             check_unchanged(self.ws, item["sources"], files, label, self.say)
             stores = sorted({f.datastore for f in files})
             if mode == "mount" and len(stores) > 1:
@@ -357,7 +393,7 @@ class RunData:
                 record["mode"] = "download"
                 self._fresh(target)
                 _download_files(self.ws, files, target, overwrite=True, progress=False, say=self.say,
-                                stop=self.stop)
+                                stop=self.stop, label=f"{label} (input '{name}')")
             record["files"], record["bytes"] = len(files), sum(f.size for f in files)
         else:
             ds = Datastore.get(self.ws, item["datastore"])
@@ -377,7 +413,10 @@ class RunData:
             else:
                 record["mode"] = "download"
                 self._fresh(target)
-                plan = [(f, os.path.join(target, *relative_to(base, f.path).split("/"))) for f in found]
+                from runyard.paths import Under
+
+                under = Under(target, backslash=True)  # the listing refused odd keys; checked again here
+                plan = [(f, under.join(relative_to(base, f.path))) for f in found]
                 _got, hit = fetch(self.ws, ds, plan, stop=self.stop)
                 self.say(f"input '{name}': {plural(len(found), 'file')} from {ds.name}:{item['path']} "
                          f"({hit} from the cache)")
@@ -446,6 +485,8 @@ class RunData:
                 self._fresh(target)
         else:
             self._fresh(target)
+        # Where the folder really is now: the script could swap it for a link before the upload.
+        record["real_path"] = os.path.realpath(target)
         self.outputs.append(record)
         return target
 
@@ -493,6 +534,26 @@ class RunData:
                 self._remove_local(rec["local_path"])  # links to the cache, or copies
         return records, problems
 
+    def recover(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """What :meth:`finish` does, for a run whose supervisor died: from the plan
+        alone, upload what each upload-mode output's folder holds (and what a
+        mount-mode output's folder holds, if it was never mounted) and list
+        every input and output for lineage. Unmount the run's mounts first."""
+        for item in self.plan.get("outputs", []):
+            target = local_path(self.folder, self.workdir, item, "outputs")
+            mode = item["mode"]
+            if mode == "mount" and os.path.isdir(target) and os.listdir(target):
+                mode = "upload"  # FUSE was not available: the script wrote a plain folder
+            self.outputs.append({"name": item["name"], "mode": mode, "datastore": item["datastore"],
+                                 "path": item["path"], "local_path": target, "register": item.get("register"),
+                                 "globs": item.get("source_globs")})
+        for item in self.plan.get("inputs", []):
+            self.inputs.append({"name": item["name"], "mode": item["mode"], "kind": item["kind"],
+                                "dataset": item.get("dataset"), "version": item.get("version"),
+                                "datastore": item.get("datastore"), "path": item.get("path"),
+                                "local_path": local_path(self.folder, self.workdir, item, "inputs")})
+        return self.finish()
+
     def _remove_local(self, path: str) -> None:
         """Remove a run's own data folder (never one the user named with an absolute path_on_compute)."""
         own = os.path.join(self.folder, DATA_DIR) + os.sep
@@ -504,6 +565,13 @@ class RunData:
         from runyard.data.transfer import local_tree, put_pairs
 
         local = rec["local_path"]
+        real = os.path.realpath(local)
+        if os.path.islink(local) or real != rec.get("real_path", real):
+            # Uploading what the link leads to would copy files from outside the output's folder.
+            raise DataError(f"the folder of output '{rec['name']}' ({local}) was replaced by a symbolic link to "
+                            f"'{real}' while the run went, so nothing of this output was stored: runyard uploads "
+                            "only files inside the output's own folder. Write the files into that folder itself "
+                            "(copy them there rather than linking the folder)")
         if not os.path.isdir(local):
             return set()
         globs = rec.get("globs")

@@ -1,0 +1,299 @@
+"""A run's folder, every file in it named in one place, and who is in charge of the run.
+
+A run's folder is ``<workspace>/runs/<run id>/``::
+
+    request.json     what to run (written when the run is prepared)
+    data.json        the run's data plan (inputs and declared outputs), if it has one
+    supervisor.json  who supervises it: pid, host, boot id, the script's pid and exit
+    supervisor.log   the supervisor's own stderr
+    output.raw       the script's stdout and stderr exactly as written: the script
+                     writes this file itself, so nothing it printed is lost when the
+                     supervisor dies
+    driver_log.txt   the same as lines, ``\\r`` redraws collapsed (what ``runyard logs`` shows)
+    artifacts.jsonl  every artifact stored so far, one JSON line each, appended as
+                     files settle: the durable record of the live sync
+    logs/            the live mirror of the working directory's ``./logs``
+    cancel           there when a cancel was asked for
+    end.json         the run's end as its supervisor saw it
+    mounts.txt       data mounts to undo if the supervisor dies
+    work/            the working directory (``wd/`` and, on an overlay, its layers)
+    data/            downloaded inputs and upload-mode declared outputs
+    reap.lock        taken by whoever reaps the run (one reaper at a time)
+
+**Who is in charge.** ``<workspace>/active/<run id>`` exists from the moment a
+run is prepared until its supervisor has recorded its end and cleaned up.
+Whoever is in charge of the run holds a shared ``flock`` on it: the process that
+prepares the run, then the supervisor it hands the run to (the hand-over keeps
+the lock held throughout). The kernel drops the lock when its holder dies,
+whatever kills it (``kill -9``, a crash, a reboot), so "nobody holds the lock"
+means exactly "nobody is looking after this run": no pid to be reused, no
+heartbeat to wait for. Readers list ``active/`` (a handful of entries, whatever
+the history holds) and reap the runs nobody holds (:mod:`runyard.reaper`).
+
+>>> import tempfile
+>>> ws = tempfile.mkdtemp()
+>>> f = RunFolder.of(ws, "exp_1700000000_0123abcd")
+>>> f.claim() >= 0, f.attended()
+(True, True)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from runyard.errors import RunError
+
+RUNS_DIR: Final = "runs"
+ACTIVE_DIR: Final = "active"
+
+REQUEST: Final = "request.json"
+PLAN: Final = "data.json"
+IDENTITY: Final = "supervisor.json"
+SUPERVISOR_LOG: Final = "supervisor.log"
+RAW_OUTPUT: Final = "output.raw"
+DRIVER_LOG: Final = "driver_log.txt"
+JOURNAL: Final = "artifacts.jsonl"
+LOGS_MIRROR: Final = "logs"
+CANCEL: Final = "cancel"
+END: Final = "end.json"
+MOUNTS: Final = "mounts.txt"
+WORK: Final = "work"
+DATA: Final = "data"
+REAP_LOCK: Final = "reap.lock"
+
+DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
+"""The driver log's artifact name."""
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it can name a folder (no separator, no dot name, no NUL), else ``RunError``."""
+    if not run_id or "/" in run_id or "\\" in run_id or "\0" in run_id or run_id.startswith("."):
+        raise RunError(f"{run_id!r} is not a run id. Run ids look like 'experiment_1700000000_0123abcd'; "
+                       "list them with: runyard runs ls")
+    return run_id
+
+
+def boot_id() -> str:
+    """This boot of this machine (changes at every reboot), or "" where the kernel does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run's files (no I/O until a method is called)."""
+
+    path: str
+    run_id: str
+    active_dir: str
+
+    @classmethod
+    def of(cls, workspace_path: str, run_id: str) -> RunFolder:
+        """The folder of ``run_id`` in the workspace at ``workspace_path``."""
+        check_run_id(run_id)
+        return cls(os.path.join(workspace_path, RUNS_DIR, run_id), run_id, os.path.join(workspace_path, ACTIVE_DIR))
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def request(self) -> str:
+        return self.file(REQUEST)
+
+    @property
+    def end(self) -> str:
+        return self.file(END)
+
+    @property
+    def cancel(self) -> str:
+        return self.file(CANCEL)
+
+    @property
+    def identity(self) -> str:
+        return self.file(IDENTITY)
+
+    @property
+    def supervisor_log(self) -> str:
+        return self.file(SUPERVISOR_LOG)
+
+    @property
+    def raw_output(self) -> str:
+        return self.file(RAW_OUTPUT)
+
+    @property
+    def driver_log(self) -> str:
+        return self.file(DRIVER_LOG)
+
+    @property
+    def journal(self) -> str:
+        return self.file(JOURNAL)
+
+    @property
+    def logs_mirror(self) -> str:
+        return self.file(LOGS_MIRROR)
+
+    @property
+    def work(self) -> str:
+        return self.file(WORK)
+
+    @property
+    def data(self) -> str:
+        return self.file(DATA)
+
+    @property
+    def mounts(self) -> str:
+        return self.file(MOUNTS)
+
+    @property
+    def marker(self) -> str:
+        """``active/<run id>``: there while the run is not finished; its holders are in charge."""
+        return os.path.join(self.active_dir, self.run_id)
+
+    # -- who is in charge --------------------------------------------------------------
+    def claim(self) -> int:
+        """Make the run's marker and hold it (shared); returns the descriptor to keep open.
+
+        The process that prepares a run claims it; its supervisor claims it too
+        (:meth:`hold`) before the preparer lets go, so it is never unattended
+        in between.
+        """
+        os.makedirs(self.active_dir, exist_ok=True)
+        fd = os.open(self.marker, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.fstat(fd).st_size == 0:
+                who = {"host": os.uname().nodename, "boot_id": boot_id(), "created": time.time()}
+                os.write(fd, json.dumps(who).encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def hold(self) -> int:
+        """For the supervisor: hold the marker (made by :meth:`claim`, or now).
+
+        Raises ``RunError`` when the run was reaped meanwhile (its marker was
+        removed while this process waited for the lock): it must not run then.
+        """
+        fd = self.claim()
+        if os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            raise RunError(f"Run {self.run_id} was reaped (recorded as lost) before its supervisor could take it.")
+        return fd
+
+    def marker_info(self) -> dict[str, Any]:
+        """What the marker says about where the run is (host, boot id), or {}."""
+        try:
+            with open(self.marker, encoding="utf-8") as fh:
+                info = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def attended(self) -> bool | None:
+        """Whether somebody is in charge of the run: True (its lock is held),
+        False (its marker is there but nobody holds it), None (no marker: the
+        run was finished, or never claimed)."""
+        try:
+            fd = os.open(self.marker, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)
+        return False
+
+    def release(self) -> None:
+        """The run is finished: remove its marker (its holder's lock goes with the descriptor)."""
+        try:
+            os.unlink(self.marker)
+        except FileNotFoundError:
+            pass
+
+    @contextmanager
+    def reaping(self) -> Iterator[bool | None]:
+        """Be this run's only reaper for a while.
+
+        Yields :meth:`attended` as it is with the reap lock held, so a second
+        reader waits for the first to finish. When it yields False, the
+        marker's lock is held exclusively until the block ends: a supervisor
+        that comes late waits, then finds the marker gone (:meth:`hold`).
+        """
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.file(REAP_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                marker = os.open(self.marker, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                yield None
+                return
+            try:
+                try:
+                    fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                    yield True
+                    return
+                yield False
+            finally:
+                os.close(marker)
+        finally:
+            os.close(fd)
+
+    # -- what the supervisor says about itself -----------------------------------------
+    def read_identity(self) -> dict[str, Any]:
+        """``supervisor.json``: pid, host, boot id, started, the script's pid and its exit."""
+        try:
+            with open(self.identity, encoding="utf-8") as fh:
+                who = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return who if isinstance(who, dict) else {}
+
+    def write_identity(self, who: dict[str, Any]) -> None:
+        write_json(self.identity, who)
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` through a temporary sibling (a reader never sees half of it)."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh)
+    os.replace(tmp, path)
+
+
+def active_runs(workspace_path: str) -> list[str]:
+    """The ids of the runs not finished yet (their markers in ``active/``)."""
+    try:
+        names = os.listdir(os.path.join(workspace_path, ACTIVE_DIR))
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if not n.startswith("."))
+
+
+__all__ = [
+    "DRIVER_LOG_ARTIFACT",
+    "RunFolder",
+    "active_runs",
+    "boot_id",
+    "check_run_id",
+    "write_json",
+]

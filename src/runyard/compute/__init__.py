@@ -1,0 +1,1 @@
+"""Compute targets: where a run's supervisor is started. Only ``local`` for now."""

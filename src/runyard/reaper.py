@@ -1,0 +1,350 @@
+"""Runs nobody looks after any more: found cheaply, salvaged, recorded, cleaned up.
+
+A run on this machine is looked after by whoever holds its marker
+(``<workspace>/active/<run id>``, see :mod:`runyard.agent.folder`): the process
+that prepared it, then its supervisor. When nobody holds it (the supervisor
+was killed, crashed, or the machine rebooted), the run is *lost*, at once: no
+timeout to wait for, no process id that may have been reused.
+
+Finding lost runs is cheap: :func:`unattended_runs` lists ``active/`` (the
+runs not finished, whatever the history holds) and tries one lock on each;
+checking one run is one lock. Reaping a lost run happens once, by one reader
+(a lock makes a second one wait, then find it done), in this order:
+
+1. what the run started and left running is killed (found by the run id in
+   its environment, or a working directory inside the run's folder);
+2. what it left on disk is salvaged into the store (:mod:`runyard.agent.salvage`):
+   the files of ``./outputs`` and ``./logs`` that the live sync had not taken
+   yet, and the driver log, made again from the script's raw output; upload-mode
+   declared outputs are uploaded (recorded as ``partial``, never registered);
+3. its end is recorded: the one in ``end.json`` when the supervisor got that
+   far, else Failed, saying what happened and what was salvaged;
+4. its mounts are undone and its working directory removed; its marker goes.
+
+Runs on another machine (a shared workspace) cannot be checked that way: they
+are lost when their heartbeat is older than ``LOST_AFTER_REMOTE`` seconds, and
+nothing of theirs is touched here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Final
+
+from runyard.agent.folder import PLAN, RunFolder, active_runs
+from runyard.errors import NotFoundError, RunError
+from runyard.history import RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from runyard.history.store import RunHistory
+    from runyard.runs import RunEnd, RunRequest
+    from runyard.workspace import Workspace
+
+LOST_AFTER_REMOTE: Final = 120.0
+"""Seconds without a heartbeat after which a run supervised on another host is lost."""
+LOST_AFTER: Final = 15.0
+"""The same for a run of this host that has neither a folder nor a marker here (nothing can run it)."""
+
+
+def unattended_runs(ws: Workspace) -> list[str]:
+    """The runs of this machine that nobody looks after (cheap: a lock try per unfinished run)."""
+    host = os.uname().nodename
+    out = []
+    for run_id in active_runs(ws.path):
+        try:
+            folder = RunFolder.of(ws.path, run_id)
+        except RunError:
+            continue
+        where = folder.marker_info().get("host")
+        if where and where != host:
+            continue
+        if folder.attended() is False:
+            out.append(run_id)
+    return out
+
+
+def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
+    """Reap ``run_id`` if nobody looks after it; returns its record then, else None.
+
+    Safe to call for any run at any time: a run that is looked after, or that
+    ended properly, is left alone.
+    """
+    folder = RunFolder.of(ws.path, run_id)
+    if not os.path.isdir(folder.path) and not os.path.exists(folder.marker):
+        return None  # another host's run, or one whose folder was removed: nothing here to reap
+    with folder.reaping() as attended:
+        if attended:
+            return None
+        record = _record(history, run_id)
+        if attended is None:  # no marker: it ended properly, or it is older than markers
+            if record is None or record.is_terminal:
+                return None
+            if not os.path.exists(folder.end) and _old_style_alive(folder, record):
+                return None
+        _end_processes(folder)
+        request = _request(folder)
+        if record is None:
+            if request is None:  # it never got as far as a request: nothing to record or keep
+                _remove(folder)
+                return None
+            from runyard.runs import record as make_record
+
+            record = make_record(history, request)
+        from runyard.runs import RunEnd, record_end
+
+        end = RunEnd.read(folder.path)
+        if end is None:
+            end = _salvage(ws, folder, request, record)
+            end.write(folder.path)
+        else:
+            _recover_artifacts(ws, folder, end)
+        done = record_end(history, run_id, end)
+        _clean_up(ws, folder)
+        folder.release()
+        return done
+
+
+def reap_lost(ws: Workspace, history: RunHistory, runs: list[RunRecord] | None = None) -> list[str]:
+    """Reap the lost runs among ``runs`` (default: every unfinished run); returns their ids."""
+    reaped = []
+    ids = unattended_runs(ws) if runs is None else [r.id for r in runs if not r.is_terminal]
+    for run_id in ids:
+        if reap(ws, history, run_id) is not None:
+            reaped.append(run_id)
+    candidates = history.find_lost_runs(LOST_AFTER) if runs is None else runs
+    here = os.uname().nodename
+    now = time.time()
+    for run in candidates:
+        if run.is_terminal or run.id in reaped:
+            continue
+        if run.host and run.host != here:
+            if now - run.heartbeat <= LOST_AFTER_REMOTE:
+                continue
+            error = (f"The run was lost: its supervisor (pid {run.supervisor_pid} on {run.host}) sent no heartbeat "
+                     f"for {LOST_AFTER_REMOTE:.0f} s.")
+        else:
+            folder = RunFolder.of(ws.path, run.id)
+            if os.path.isdir(folder.path) or os.path.exists(folder.marker):
+                if runs is None and reap(ws, history, run.id) is not None:  # (a run from before markers, say)
+                    reaped.append(run.id)
+                continue
+            if now - run.heartbeat <= LOST_AFTER:
+                continue
+            error = "The run was lost: its run folder is gone, so nothing runs it."
+        try:
+            history.set_status(run.id, RunStatus.FAILED, error=error)
+            reaped.append(run.id)
+        except Exception:  # somebody recorded its end meanwhile
+            continue
+    return reaped
+
+
+# -- the steps ---------------------------------------------------------------------------
+
+
+def _record(history: RunHistory, run_id: str) -> RunRecord | None:
+    try:
+        return history.get_run(run_id)
+    except NotFoundError:
+        return None
+
+
+def _request(folder: RunFolder) -> RunRequest | None:
+    from runyard.runs import RunRequest
+
+    try:
+        return RunRequest.load(folder.path)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _old_style_alive(folder: RunFolder, record: RunRecord) -> bool:
+    """For a run without a marker (made by a runyard before markers): its supervisor's process lives."""
+    from runyard.compute.local import pid_alive
+
+    if record.host and record.host != os.uname().nodename:
+        return True  # another machine's: its heartbeat says (reap_lost)
+    pid = record.supervisor_pid or folder.read_identity().get("pid")
+    return isinstance(pid, int) and pid_alive(pid)
+
+
+def _end_processes(folder: RunFolder, wait: float = 2.0) -> list[int]:
+    """SIGKILL what the run left running: processes with its id in their
+    environment or their working directory in its folder (not this process or
+    its parents); wait for them to go. Returns their pids."""
+    mark = f"RUNYARD_RUN_ID={folder.run_id}".encode()
+    inside = os.path.realpath(folder.path) + "/"
+    spare = _ancestors()
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit() or int(name) in spare:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+            cwd = os.readlink(f"/proc/{name}/cwd")
+        except OSError:
+            continue
+        if mark in env or (cwd + "/").startswith(inside):
+            found.append(int(name))
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + wait
+    from runyard.compute.local import pid_alive
+
+    while any(pid_alive(p) for p in found) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
+def _ancestors() -> set[int]:
+    pids = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def _salvage(ws: Workspace, folder: RunFolder, request: RunRequest | None, record: RunRecord) -> RunEnd:
+    """Everything the run left, stored; the end that says what happened."""
+    from runyard.agent.salvage import salvage
+    from runyard.runs import RunEnd
+
+    store = ws.open_store()
+    taken = salvage(store, folder, request.snapshot_id if request is not None else record.snapshot_id)
+    problems = list(taken.problems)
+    data_records: list[dict[str, object]] = []
+    if os.path.exists(folder.file(PLAN)):
+        data_records, data_problems = _recover_data(ws, folder, taken.working_dir)
+        problems.extend(data_problems)
+    who = folder.read_identity()
+    pid, host = who.get("pid"), who.get("host") or record.host or os.uname().nodename
+    exit_code: int | None = None
+    sig: int | None = None
+    if isinstance(who.get("script_exit"), int):
+        code = who["script_exit"]
+        exit_code, sig = (code, None) if code >= 0 else (None, -code)
+        how = (f"the script had ended (killed by {signal.Signals(sig).name})" if sig
+               else f"the script had ended with exit code {exit_code}")
+        when = "while it was storing the run's outputs"
+    elif isinstance(who.get("script_pid"), int):
+        how, when = "the script was stopped with it", "while the script ran"
+    elif isinstance(pid, int):
+        how, when = "the script never started", "while it prepared the run"
+    else:
+        how, when = "the script never started", "before it started"
+    whom = f"pid {pid} on {host}" if isinstance(pid, int) else f"on {host}"
+    files = taken.artifacts
+    kept = (f"What the run had written was kept: {_count(files, 'file')} of ./outputs, ./logs and the driver log"
+            f"{f' ({taken.recovered} taken from its working directory now)' if taken.recovered else ''}."
+            if files else "It had written nothing to keep.")
+    error = f"The run was lost: its supervisor ({whom}) stopped {when}; {how}. {kept}"
+    if problems:
+        error = "\n".join([error, *problems])
+    started = who.get("script_started")
+    return RunEnd(RunStatus.FAILED.value, exit_code, sig, error,
+                  float(started) if isinstance(started, int | float) else None, time.time(),
+                  None, taken.working_dir, files, data_records)
+
+
+def _recover_artifacts(ws: Workspace, folder: RunFolder, end: RunEnd) -> None:
+    """An end file lists what was stored; the journal may hold what was stored after it (never, today)."""
+    from runyard.agent.journal import read_journal
+
+    have = {a.name for a in end.artifacts}
+    end.artifacts.extend(a for a in read_journal(folder.journal) if a.name not in have)
+
+
+def _recover_data(ws: Workspace, folder: RunFolder, workdir: str | None) -> tuple[list[dict[str, object]],
+                                                                                list[str]]:
+    """Store the declared outputs the run wrote (as partial: the run failed) and list its data for lineage."""
+    from runyard.data.materialize import RunData
+
+    _unmount_data(folder)  # a writable mount's helper stores what it holds as it stops
+    try:
+        data = RunData.load(ws, folder.path, workdir or os.path.join(folder.work, "wd"), lambda _text: None)
+        if data is None:
+            return [], []
+        return data.recover()
+    except Exception as exc:
+        return [], [f"storing the run's declared outputs failed: {exc}"]
+
+
+def _clean_up(ws: Workspace, folder: RunFolder) -> None:
+    """Undo the run's mounts and remove its working directory and raw output (best effort)."""
+    from runyard.agent.workdir import cleanup_stale
+
+    _unmount_data(folder)
+    try:
+        cleanup_stale(folder.work)
+    except Exception:  # what is left, runyard gc removes
+        pass
+    for path in (folder.raw_output,):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    inputs = os.path.join(folder.data, "inputs")
+    if os.path.isdir(inputs):
+        import shutil
+
+        shutil.rmtree(inputs, ignore_errors=True)
+
+
+def _unmount_data(folder: RunFolder) -> None:
+    """Unmount the input and output mounts a dead supervisor left (their helpers end then)."""
+    from runyard.agent.workdir import mounts_below
+
+    noted: list[str] = []
+    try:
+        with open(folder.mounts, encoding="utf-8") as fh:
+            noted = [line.rstrip("\n") for line in fh if line.strip()]
+    except OSError:
+        pass
+    if not noted and not os.path.isdir(folder.data):
+        return
+    from runyard.data.fuse import is_mounted, unmount_stale
+
+    below = mounts_below(os.path.realpath(folder.data)) if os.path.isdir(folder.data) else []
+    for mp in [*below, *(m for m in noted if m not in below)]:
+        try:
+            if is_mounted(mp):
+                unmount_stale(mp)
+        except Exception:  # best effort: runyard gc tries again
+            pass
+
+
+def _remove(folder: RunFolder) -> None:
+    import shutil
+
+    _unmount_data(folder)
+    try:
+        from runyard.agent.workdir import cleanup_stale
+
+        cleanup_stale(folder.work)
+        shutil.rmtree(folder.path)
+    except Exception:  # runyard gc tries again
+        pass
+    folder.release()
+
+
+def _count(items: Sized, word: str) -> str:
+    return f"{len(items)} {word}{'' if len(items) == 1 else 's'}"
+
+
+__all__ = ["LOST_AFTER_REMOTE", "reap", "reap_lost", "unattended_runs"]
