@@ -14,6 +14,8 @@ chained.
      |    +-- BlobNotFoundError     a blob or snapshot is missing from the store
      |    +-- CorruptBlobError      a blob's content does not match its hash
      +-- NotFoundError              an id or name that does not exist
+     +-- UnsafePathError            a recorded name (an artifact's, a manifest's, a dataset file's)
+     |                              would be written outside the folder it belongs in
      +-- HistoryError               the run history cannot be read or written,
      |    |                         or a request to it is invalid
      |    +-- SchemaVersionError    the database's schema is not this runyard's
@@ -65,9 +67,25 @@ class BlobNotFoundError(StoreError):
 class CorruptBlobError(StoreError):
     """A blob read from the store does not hash to its name."""
 
+    digest: str = ""
+    """The blob's name (its expected hash)."""
+    quarantined: str | None = None
+    """Where the damaged blob was moved (``<store>/quarantine/<digest>``); None if it could not be moved."""
+
 
 class NotFoundError(RunyardError):
     """An id or name does not refer to anything that exists."""
+
+
+class UnsafePathError(RunyardError):
+    """A recorded name (an artifact name, a manifest path, a dataset's file) is
+    not a plain relative path, or would be written through a link out of its
+    folder; nothing was written for it. ``name`` is the name, ``reason`` why."""
+
+    def __init__(self, message: str, name: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+        self.reason = reason
 
 
 class HistoryError(RunyardError):

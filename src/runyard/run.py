@@ -19,7 +19,9 @@ from runyard.errors import NotFoundError, RunError
 
 if TYPE_CHECKING:
     from runyard.history import RunRecord
+    from runyard.history.model import Artifact
     from runyard.history.store import RunHistory
+    from runyard.store.base import ObjectStore
     from runyard.workspace import Workspace
 
 ENV_RUN_ID = "RUNYARD_RUN_ID"
@@ -173,30 +175,101 @@ class Run:
         return [a.name for a in self.history.list_artifacts(self.id)]
 
     def download_file(self, name: str, output_file_path: str | None = None) -> str:
-        """Download one artifact; returns the local path."""
+        """Download one artifact; returns the local path.
+
+        Without ``output_file_path`` (or with a folder there) the file takes the
+        last part of the artifact's name. A recorded name that is not a plain
+        relative path (``../x``: runyard never records one) is then refused with
+        ``UnsafePathError``; naming the file saves its bytes anyway.
+        """
+        from runyard.errors import UnsafePathError
+        from runyard.paths import join_under, name_problem
+
         art = {a.name: a for a in self.history.list_artifacts(self.id)}.get(name)
         if art is None:
             raise NotFoundError(f"Run {self.id} has no artifact '{name}'. "
                                 f"List them with: runyard artifacts ls {self.id}")
-        dest = output_file_path or os.path.basename(name)
-        if os.path.isdir(dest):
-            dest = os.path.join(dest, os.path.basename(name))
-        _write_artifact(self.workspace, art.digest, dest)
+        if output_file_path and not os.path.isdir(output_file_path):
+            dest = output_file_path  # the user named the file: the recorded name plays no part
+        else:
+            problem = name_problem(name)
+            if problem is not None:
+                raise UnsafePathError(
+                    f"Artifact {name!r} of run {self.id} is not a plain relative name ({problem}), so it cannot "
+                    "name a file; nothing was written. runyard never records such a name: something else wrote "
+                    "it into the run history. To save its bytes anyway, name the file: "
+                    f"Run(ws, '{self.id}').download_file({name!r}, output_file_path='FILE').",
+                    name=name, reason=problem)
+            base = name.rpartition("/")[2]
+            join_under(output_file_path or ".", base)  # refuses a link there that leads out
+            dest = os.path.join(output_file_path, base) if output_file_path else base
+        _write_artifact(self.workspace.open_store(), self.id, art, dest)
         return dest
 
     def download_files(self, prefix: str | None = None, output_directory: str | None = None,
                        pattern: str | None = None) -> list[str]:
         """Download artifacts (under ``prefix``, or matching a glob ``pattern``)
-        into ``output_directory`` keeping their names; returns the paths."""
+        into ``output_directory`` keeping their names; returns the paths.
+
+        Nothing is written outside ``output_directory``: an artifact whose
+        recorded name is not a plain relative path, or whose path would go
+        through a symbolic link there that leads out, is not written; nor is one
+        whose blob is missing or damaged. The others are downloaded, then one
+        error (``UnsafePathError``, ``CorruptBlobError`` or
+        ``BlobNotFoundError``, the first problem's kind) names every artifact
+        left out and what to do.
+        """
+        from runyard.errors import BlobNotFoundError, CorruptBlobError, RunyardError, UnsafePathError
+        from runyard.paths import Under, name_problem
+
         out = output_directory or "."
-        paths = []
+        under = Under(out)
+        store = self.workspace.open_store()
+        paths: list[str] = []
+        failed: list[tuple[RunyardError, str, str]] = []  # (error, line, what to do)
         for art in self.history.list_artifacts(self.id, prefix=prefix):
             if pattern and not fnmatch.fnmatchcase(art.name, pattern):
                 continue
-            dest = os.path.join(out, *art.name.split("/"))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            _write_artifact(self.workspace, art.digest, dest)
-            paths.append(dest)
+            problem = name_problem(art.name)
+            if problem is not None:
+                failed.append((UnsafePathError(problem, name=art.name, reason=problem), f"{art.name!r}: {problem}",
+                               "runyard never records such a name: something else wrote it into the run history. "
+                               f"To save its bytes anyway, name the file: Run(ws, '{self.id}').download_file(NAME, "
+                               "output_file_path='FILE')."))
+                continue
+            try:
+                dest = under.join(art.name)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                _write_artifact(store, self.id, art, dest)
+            except UnsafePathError as exc:  # a link in the folder leads out
+                failed.append((exc, f"{art.name!r}: {exc.reason}", "Remove that link, or download into another "
+                               "folder."))
+                continue
+            except (BlobNotFoundError, CorruptBlobError) as exc:
+                failed.append((exc, str(exc), ""))  # the message names the artifact and what to do
+                continue
+            except OSError as exc:
+                failed.append((RunError(str(exc)), f"{art.name!r}: {exc.strerror} ({exc.filename})",
+                               "Free that path (a file where a folder must go, or no permission), or download "
+                               "into another folder."))
+                continue
+            paths.append(os.path.join(out, *art.name.split("/")))
+        if failed:
+            lines = "\n".join(f"  {line}" for _, line, _ in failed)
+            todos = " ".join(dict.fromkeys(todo for _, _, todo in failed if todo))
+            done = (f"The other {len(paths)} artifact{'s were' if len(paths) > 1 else ' was'} downloaded into "
+                    f"'{out}'." if paths else "No other artifact was downloaded.")
+            n = len(failed)
+            # The gravest problem gives the error its kind: lost data before a refused name.
+            worst = min(failed, key=lambda f: next(
+                i for i, kind in enumerate((CorruptBlobError, BlobNotFoundError, UnsafePathError, RunyardError))
+                if isinstance(f[0], kind)))[0]
+            err = type(worst)(f"{n} artifact{'s' if n > 1 else ''} of run {self.id} "
+                              f"{'were' if n > 1 else 'was'} not downloaded, and nothing was written for "
+                              f"{'them' if n > 1 else 'it'}:\n{lines}\n{done} {todos}".rstrip())
+            if isinstance(worst, CorruptBlobError) and isinstance(err, CorruptBlobError):
+                err.digest, err.quarantined = worst.digest, worst.quarantined
+            raise err from worst
         return paths
 
     # -- control ---------------------------------------------------------------
@@ -317,11 +390,32 @@ def run_has_ended(ws: Workspace, run_id: str, every: float = 0.5) -> Callable[[]
     return check
 
 
-def _write_artifact(ws: Workspace, digest: str, dest: str) -> None:
-    store = ws.open_store()
+def _write_artifact(store: ObjectStore, run_id: str, art: Artifact, dest: str) -> None:
+    """Write an artifact's verified blob to ``dest`` (through a temporary name);
+    a missing or damaged blob is reported as that artifact of that run."""
+    from runyard.errors import BlobNotFoundError, CorruptBlobError
+
     tmp = f"{dest}.runyard-{os.urandom(4).hex()}"
-    store.write_to(digest, tmp, 0o644)
-    os.replace(tmp, dest)
+    lost = (f"The stored copy is lost; the file may still be in the run's working directory (if it was kept) or "
+            f"be made again from the run's source: rerun it with: runyard rerun {run_id}")
+    try:
+        store.write_to(art.digest, tmp, 0o644)
+        os.replace(tmp, dest)
+    except CorruptBlobError as exc:
+        moved = (f"runyard moved it to '{exc.quarantined}' for inspection" if exc.quarantined
+                 else "it could not be moved to quarantine/")
+        err = CorruptBlobError(f"Artifact {art.name!r} of run {run_id} is damaged: its blob {art.digest[:12]} in "
+                               f"the store at {store.url} does not match its hash, and {moved}. {lost}.")
+        err.digest, err.quarantined = exc.digest, exc.quarantined
+        raise err from exc
+    except BlobNotFoundError as exc:
+        raise BlobNotFoundError(
+            f"Artifact {art.name!r} of run {run_id} cannot be downloaded: its blob {art.digest[:12]} is missing "
+            f"from the store at {store.url} (removed, or moved to {store.quarantine_location(art.digest)} when "
+            f"an earlier read found it damaged). {lost}.") from exc
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _iso(t: float | None) -> str | None:

@@ -177,11 +177,20 @@ def download_prefix(ds: Datastore, prefix: str, dest: str, *, overwrite: bool = 
     if not files:
         raise DatastoreError(f"Nothing to download: no file at or under '{prefix or '/'}' in datastore "
                              f"'{ds.name}' ({ds.describe()}). See what is there: runyard datastore ls {ds.name}")
+    from runyard.errors import UnsafePathError
+    from runyard.paths import Under
+
     base = base_of(prefix, files)
+    under = Under(dest, backslash=True)
     plan = []
     for f in files:
         rel = relative_to(base, f.path)
-        target = os.path.join(dest, *rel.split("/"))
+        try:  # every path is checked before anything is written (the listing already refused odd keys)
+            target = under.join(rel)
+        except UnsafePathError as exc:
+            raise UnsafePathError(f"Nothing was downloaded from datastore '{ds.name}' into '{dest}': the file "
+                                  f"{rel!r} would be written outside that folder ({exc.reason}). Remove that "
+                                  "link, or download into another folder.", name=rel, reason=exc.reason) from None
         if not overwrite and os.path.lexists(target):
             continue
         plan.append((f, target))

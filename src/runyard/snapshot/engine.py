@@ -289,7 +289,7 @@ def restore(store: ObjectStore, snapshot_id: str, dest: str | os.PathLike[str]) 
     except OSError as exc:
         raise SnapshotError(f"Cannot restore into '{target}': {exc.strerror} ({exc.filename}).") from exc
     try:
-        _build_tree(store, manifest, tmp)
+        _build_tree(store, manifest, tmp, snapshot_id)
         if not existing:
             os.rename(tmp, target)
         else:
@@ -309,24 +309,38 @@ def restore(store: ObjectStore, snapshot_id: str, dest: str | os.PathLike[str]) 
     )
 
 
-def _build_tree(store: ObjectStore, manifest: mf.Manifest, root: str) -> None:
+def _build_tree(store: ObjectStore, manifest: mf.Manifest, root: str, snapshot_id: str = "") -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from runyard.errors import BlobNotFoundError, CorruptBlobError
+    from runyard.paths import Under
+
+    # parse() already refused unsafe paths and paths below a link; joining
+    # through Under checks again where the files land (root is a new folder,
+    # and links are made last, so nothing is written through one).
+    under = Under(root, backslash=True)
+    where = {e.path: under.join(e.path) for e in manifest.entries}
     made: set[str] = set()
     for e in manifest.entries:
         d = e.path if e.type == mf.DIR else os.path.dirname(e.path)
         if d and d not in made:
-            os.makedirs(os.path.join(root, d), exist_ok=True)
+            os.makedirs(where[d] if d in where else under.join(d), exist_ok=True)
             made.add(d)
 
     def write(e: mf.Entry) -> None:
-        store.write_to(e.hash, os.path.join(root, e.path), 0o755 if e.executable else 0o644)
+        try:
+            store.write_to(e.hash, where[e.path], 0o755 if e.executable else 0o644)
+        except (BlobNotFoundError, CorruptBlobError) as exc:  # say which file of which snapshot
+            err = type(exc)(f"'{e.path}' of snapshot {snapshot_id[:12] or '?'} cannot be restored. {exc}")
+            if isinstance(exc, CorruptBlobError) and isinstance(err, CorruptBlobError):
+                err.digest, err.quarantined = exc.digest, exc.quarantined
+            raise err from exc
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(write, manifest.files))
     for e in manifest.entries:
         if e.type == mf.LINK:
-            os.symlink(e.target, os.path.join(root, e.path))
+            os.symlink(e.target, where[e.path])
 
 
 def _move_into(tmp: str, target: str) -> None:

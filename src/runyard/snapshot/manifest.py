@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from runyard.errors import StoreError
+from runyard.paths import name_problem
 from runyard.store.base import HASH_NAME, check_digest, hash_bytes
 
 FORMAT: Final = "runyard-manifest/1"
@@ -109,14 +110,13 @@ def _path_of(e: Entry) -> str:
 
 
 def check_path(path: str) -> str:
-    """Reject a manifest path that could escape the folder it is restored into."""
-    if (
-        not path
-        or path.startswith("/")
-        or "\x00" in path
-        or any(part in ("", ".", "..") for part in path.split("/"))
-    ):
-        raise StoreError(f"The manifest holds an unsafe path {path!r}; the snapshot is damaged or forged.")
+    """Reject a manifest path that could escape the folder it is restored into
+    (a backslash is an ordinary character of a POSIX file name: kept)."""
+    problem = name_problem(path, backslash=True)
+    if problem is not None:
+        raise StoreError(f"The manifest holds an unsafe path {path!r} ({problem}); the snapshot is damaged or "
+                         "forged, and nothing of it was restored. Take the snapshot again from its source "
+                         "directory (runyard snapshot create DIR) and use the new id.")
     return path
 
 

@@ -226,21 +226,35 @@ class ObjectStore(ABC):
             "Take the snapshot again from its source directory to store it again."
         )
 
+    def quarantine_location(self, digest: str) -> str:
+        """Where a corrupt blob is moved: ``<store>/quarantine/<digest>``."""
+        return f"{self.url.rstrip('/')}/quarantine/{digest}"
+
     def _verify(self, digest: str, data: bytes) -> bytes:
+        """``data`` if it hashes to ``digest``; else the blob is quarantined and
+        ``CorruptBlobError`` raised. Its message gives the snapshot advice (most
+        blobs are snapshot files); readers of other blobs (a run's artifacts)
+        catch it and say what the blob was (``digest`` and ``quarantined`` help)."""
         from runyard.errors import CorruptBlobError
 
         got = hash_bytes(data)
         if got != digest:
+            where: str | None = self.quarantine_location(digest)
             try:
                 self._quarantine(digest)
             except OSError:
-                pass
+                where = None
             self._note_lost()
-            raise CorruptBlobError(
+            moved = (f"it was moved to {where} for inspection" if where
+                     else "it could not be moved to quarantine/, so it is still in place")
+            err = CorruptBlobError(
                 f"Blob {digest[:12]} in the store at {self.url} is corrupt (its content hashes to "
-                f"{got[:12]}); it was moved to quarantine/. Take the snapshot again from its source "
-                "directory to store it again."
+                f"{got[:12]}, not to its name); {moved}, and the stored copy is lost. If it is a file of a "
+                "snapshot: Take the snapshot again from its source directory (runyard snapshot create DIR) to "
+                "store the file again, then retry."
             )
+            err.digest, err.quarantined = digest, where
+            raise err
         return data
 
 
