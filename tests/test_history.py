@@ -383,6 +383,30 @@ def test_metrics_of_every_kind_come_back_in_order(history: RunHistory) -> None:
     assert history.log_metrics(run.id, []) == 0
 
 
+def test_whole_numbers_stay_ints_exactly_and_steps_are_kept(history: RunHistory) -> None:
+    run = history.create_run("exp")
+    values = [84, -3, 0, 2**53 + 1, 2**63 + 5, -(2**70), 10**400]
+    history.log_metrics(run.id, [("n", v, i) for i, v in enumerate(values)] + [("f", 84.0)])
+    got = history.get_metrics(run.id)
+    assert got["n"] == values and all(type(v) is int for v in got["n"])
+    assert got["f"] == [84.0] and type(got["f"][0]) is float
+    assert [(p.value, p.step) for p in history.get_metric_points(run.id, "n")] == list(zip(values, range(7),
+                                                                                           strict=True))
+
+
+def test_run_id_prefixes_and_tag_filters_in_the_database(history: RunHistory) -> None:
+    a = history.create_run("exp", run_id="exp_1767225600_0a0a0a0a", tags={"lr": "0.1"}).id
+    b = history.create_run("exp", run_id="exp_1767225600_0b0b0b0b", tags={"lr": "0.2", "k": ""}).id
+    assert history.resolve_run_id("exp_1767225600_0a") == a
+    with pytest.raises(NotFoundError, match="ambiguous"):
+        history.resolve_run_id("exp_1767225600_0")
+    with pytest.raises(NotFoundError):
+        history.resolve_run_id("Exp_1767225600_0a")  # case-sensitive on both databases
+    assert [r.id for r in history.list_runs(tags={"lr": "0.2"})] == [b]
+    assert [r.id for r in history.list_runs(tags={"k": None})] == [b]
+    assert [r.id for r in history.list_runs(tags={"lr": None}, status=["NotStarted"], limit=1)] == [b]
+
+
 def test_bad_metrics_are_refused_before_anything_is_written(history: RunHistory) -> None:
     run = history.create_run("exp")
     with pytest.raises(HistoryError, match="'x' is a scalar"):

@@ -219,7 +219,7 @@ class Database:
         if isinstance(e, exc.DBAPIError) and _is_retryable(e):
             return HistoryError(
                 f"Cannot {verb} the run history '{self.display}': it stayed locked by another process for over "
-                f"{self.busy_timeout:g} s, {attempts} times. "
+                f"{self.busy_timeout:g} s, {attempts} {'time' if attempts == 1 else 'times'}. "
                 "Look for a stuck runyard process holding it, then try again."
             )
         low = detail.lower()

@@ -215,6 +215,27 @@ def check_string_map(values: Mapping[str, str], what: str) -> dict[str, str]:
     return out
 
 
+def parse_tags(texts: Sequence[str], *, filter: bool = False) -> dict[str, str | None]:
+    """Tags written ``KEY=VALUE`` (``runyard run --tag``, ``runs ls --tag``).
+
+    ``KEY`` alone is the tag with an empty value, or with ``filter``, any
+    value (None): "runs that have this tag".
+
+    >>> parse_tags(["lr=0.1", "baseline"]), parse_tags(["baseline"], filter=True)
+    ({'lr': '0.1', 'baseline': ''}, {'baseline': None})
+    """
+    out: dict[str, str | None] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not key:
+            raise HistoryError(f"--tag {text!r} has no key: write KEY=VALUE, e.g. --tag lr=0.1"
+                               + (" (or KEY alone for any value)." if filter else "."))
+        check_key(key, "tag")
+        out[key] = value if sep else (None if filter else "")
+    return out
+
+
 # -- records ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Experiment:
@@ -362,14 +383,31 @@ def encode_metric(name: str, value: Any, kind: str | None) -> tuple[MetricKind, 
     """``(kind, value, value_json)`` as stored: finite numbers in ``value``,
     everything else (strings, bools, NaN and infinities, lists, rows) as JSON.
 
+    A whole number (an ``int``, not a float) is in both: ``value`` for sorting
+    and charts, and ``value_json`` holds it exactly (also beyond 2**53, where a
+    double is not exact), so it comes back as the int it was.
+
     >>> encode_metric("loss", 0.5, None), encode_metric("acc", [1, 2], None)
     (('scalar', 0.5, None), ('list', None, '[1,2]'))
+    >>> encode_metric("epochs", 84, None)
+    ('scalar', 84.0, '84')
     """
     check_key(name, "metric")
     k = infer_kind(value) if kind is None else kind
     if k not in METRIC_KINDS:
         raise HistoryError(f"Metric {name!r} has kind {k!r}; use one of: {', '.join(METRIC_KINDS)}.")
     if k == "scalar":
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy ints too
+            whole = int(value)
+            try:
+                text = str(whole)
+            except ValueError as exc:  # more digits than Python converts (sys.set_int_max_str_digits)
+                raise HistoryError(f"Metric {name!r} is a whole number too long to store ({exc}). "
+                                   "Log it as a float or a string.") from exc
+            try:
+                return "scalar", float(whole), text
+            except OverflowError:  # beyond any double: exact in JSON only
+                return "scalar", None, text
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             f = float(value)
             if math.isfinite(f):
@@ -394,7 +432,11 @@ def encode_metric(name: str, value: Any, kind: str | None) -> tuple[MetricKind, 
 
 
 def decode_metric(value: float | None, value_json: str | None) -> Any:
-    """The logged value back from its stored form."""
+    """The logged value back from its stored form (a whole number as an int).
+
+    >>> decode_metric(*encode_metric("epochs", 2**53 + 1, None)[1:])
+    9007199254740993
+    """
     if value_json is None:
         return value
     return json.loads(value_json)

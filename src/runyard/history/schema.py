@@ -113,7 +113,7 @@ metrics = Table(
     Column("kind", String(8), nullable=False),
     Column("step", BigInteger),
     Column("value", Double),  # finite numbers
-    Column("value_json", Text),  # everything else, as JSON
+    Column("value_json", Text),  # everything else, as JSON; an int also here, exactly
     Column("time", Double, nullable=False),
     Column("pid", Integer),  # the process that logged it
     CheckConstraint("kind IN ('scalar', 'list', 'row')", name="kind"),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, Unpack
 
-from sqlalchemy import Row, Table, delete, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from runyard.errors import HistoryError, NotFoundError, PropertyConflictError, StatusTransitionError
@@ -45,6 +45,8 @@ from runyard.history.model import (
 
 T = TypeVar("T")
 
+_SHOWN: Final = 10
+"""Runs named in an error about an ambiguous run id prefix."""
 _IN_CHUNK: Final = 500
 """Ids per ``IN (...)`` list: far under SQLite's and PostgreSQL's parameter limits."""
 _PLAIN_COLUMNS: Final = tuple(
@@ -156,6 +158,30 @@ class RunHistory:
 
         return self._write(work)
 
+    def get_experiment(self, name: str) -> Experiment:
+        """The experiment ``name``; :class:`~runyard.errors.NotFoundError` names
+        the experiments there are (the closest first) when it does not exist."""
+        check_experiment_name(name)
+
+        def work(conn: Connection) -> Experiment | None:
+            row = conn.execute(select(t.experiments).where(t.experiments.c.name == name)).first()
+            return None if row is None else Experiment(row.name, row.created)
+
+        found = self._read(work)
+        if found is not None:
+            return found
+        import difflib
+
+        names = [e.name for e in self.list_experiments()]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        if not names:
+            hint = "There are no experiments yet: a run makes its experiment (runyard run -e NAME SCRIPT)."
+        elif close:
+            hint = f"Did you mean {' or '.join(repr(c) for c in close)}? Experiments: {_some(names)}."
+        else:
+            hint = f"Experiments: {_some(names)}."
+        raise NotFoundError(f"No experiment '{name}' in the run history at '{self.location}'. {hint}")
+
     def list_experiments(self) -> list[Experiment]:
         """Every experiment, by name."""
         def work(conn: Connection) -> list[Experiment]:
@@ -231,27 +257,75 @@ class RunHistory:
         """
         return self._read(lambda conn: self._load(conn, run_id))
 
+    def resolve_run_id(self, ref: str, *, missing_ok: bool = False) -> str:
+        """The full id of the run ``ref`` names: its id, or a prefix of exactly one run's id.
+
+        A prefix that several runs share raises :class:`~runyard.errors.NotFoundError`
+        listing them (give more characters); one that no run has raises it too,
+        unless ``missing_ok``, which gives ``ref`` back unchanged (for a run
+        that is about to be recorded).
+
+        >>> history.resolve_run_id("mnist_1767225600_1a")  # doctest: +SKIP
+        'mnist_1767225600_1a2b3c4d'
+        """
+        if not isinstance(ref, str):
+            raise TypeError(f"a run id is a string, not {type(ref).__name__}")
+        ref = check_run_id(ref.strip())  # a prefix is made of the same characters
+        r = t.runs.c
+
+        def work(conn: Connection) -> list[str]:
+            if conn.execute(select(r.id).where(r.id == ref)).first() is not None:
+                return [ref]
+            # substr, not LIKE: exact and case-sensitive in SQLite and PostgreSQL alike.
+            query = select(r.id).where(func.substr(r.id, 1, len(ref)) == ref).order_by(r.id).limit(_SHOWN + 1)
+            return list(conn.execute(query).scalars())
+
+        hits = self._read(work)
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            if missing_ok:
+                return ref
+            raise NotFoundError(f"No run '{ref}' (nor one whose id starts with it) in the run history at "
+                                f"'{self.location}'. List runs with: runyard runs ls")
+        count = f"more than {_SHOWN}" if len(hits) > _SHOWN else str(len(hits))
+        listed = "\n".join(f"  {h}" for h in hits[:_SHOWN]) + ("\n  ..." if len(hits) > _SHOWN else "")
+        raise NotFoundError(f"'{ref}' is ambiguous: the ids of {count} runs start with it:\n{listed}\n"
+                            "Give more of the id.")
+
     def list_runs(
         self,
         experiment: str | None = None,
         status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         *,
+        tags: Mapping[str, str | None] | None = None,
         limit: int | None = 100,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally of one experiment and in some statuses.
+        """Runs, newest first, optionally of one experiment, in some statuses and
+        with some tags; the database does the filtering.
 
+        ``tags`` maps a tag to the value a run must have, or to None for "has
+        this tag, whatever its value"; a run must have all of them.
         ``limit=None`` returns them all. An experiment with no runs (or that
         does not exist) gives ``[]``.
+
+        >>> history.list_runs("mnist", "Completed", tags={"lr": "0.1"}, limit=10)  # doctest: +SKIP
         """
         if experiment is not None:
             check_experiment_name(experiment)
         if limit is not None and limit < 1:
-            raise HistoryError(f"limit is {limit}; ask for at least 1 run, or None for all.")
+            raise HistoryError(f"limit is {limit}; ask for at least 1 run (limit=None lists them all).")
         query = select(t.runs)
         if experiment is not None:
             query = query.where(t.runs.c.experiment == experiment)
         if status is not None:
             query = query.where(t.runs.c.status.in_([s.value for s in _statuses(status)]))
+        for key, value in (tags or {}).items():
+            check_key(key, "tag")
+            has = select(t.tags.c.run_id).where(t.tags.c.run_id == t.runs.c.id, t.tags.c.key == key)
+            if value is not None:
+                has = has.where(t.tags.c.value == value)
+            query = query.where(has.exists())
         query = query.order_by(t.runs.c.created.desc(), t.runs.c.id.desc())
         if limit is not None:
             query = query.limit(limit)
@@ -366,7 +440,9 @@ class RunHistory:
     def get_metrics(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, list[Any]]:
         """Every value of each metric of a run, in the order they were logged.
 
-        Numbers come back as floats; lists, rows, strings and bools as logged.
+        Whole numbers come back as ints (values logged before runyard kept
+        them apart come back as floats), other numbers as floats; lists, rows,
+        strings and bools as logged.
         """
         wanted = None if names is None else list(names)
 
@@ -497,6 +573,10 @@ class RunHistory:
         tags = _key_values(conn, t.tags, ids)
         props = _key_values(conn, t.properties, ids)
         return [_to_record(r, tags.get(r.id, {}), props.get(r.id, {})) for r in rows]
+
+
+def _some(names: Sequence[str], n: int = 20) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def _statuses(value: RunStatus | str | Iterable[RunStatus | str]) -> list[RunStatus]:
