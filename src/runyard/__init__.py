@@ -15,6 +15,7 @@ from runyard.data.dataset import Dataset, FileDataset
 from runyard.data.datastore import Datastore
 from runyard.data.inputs import DataPath, DatasetConsumptionConfig, OutputFileDatasetConfig
 from runyard.errors import (
+    ArtifactError,
     BlobNotFoundError,
     ConfigError,
     CorruptBlobError,
@@ -24,6 +25,7 @@ from runyard.errors import (
     DatastoreError,
     DatastoreUnreachableError,
     HistoryError,
+    MountError,
     NotFoundError,
     PropertyConflictError,
     RunError,
@@ -33,6 +35,7 @@ from runyard.errors import (
     SnapshotLimitError,
     StatusTransitionError,
     StoreError,
+    WorkdirError,
     WorkspaceError,
 )
 from runyard.experiment import Experiment, ScriptRunConfig
@@ -42,6 +45,7 @@ from runyard.workspace import Workspace
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactError",
     "BlobNotFoundError",
     "ConfigError",
     "CorruptBlobError",
@@ -58,6 +62,7 @@ __all__ = [
     "FileDataset",
     "HistoryError",
     "Limits",
+    "MountError",
     "NotFoundError",
     "OutputFileDatasetConfig",
     "PropertyConflictError",
@@ -70,6 +75,7 @@ __all__ = [
     "SnapshotLimitError",
     "StatusTransitionError",
     "StoreError",
+    "WorkdirError",
     "Workspace",
     "WorkspaceError",
     "__version__",

@@ -10,6 +10,7 @@ chained.
      +-- WorkspaceError             no workspace, or a damaged one
      +-- SnapshotError              a snapshot cannot be taken
      |    +-- SnapshotLimitError    over the size or file-count limit
+     |    +-- SnapshotSecretsError  likely secrets in the source, and the secrets policy is 'refuse'
      +-- StoreError                 the object store cannot be read or written
      |    +-- BlobNotFoundError     a blob or snapshot is missing from the store
      |    +-- CorruptBlobError      a blob's content does not match its hash
@@ -22,13 +23,18 @@ chained.
      |    +-- StatusTransitionError a run cannot move to the status asked for
      |    +-- PropertyConflictError a run property is already set to another value
      +-- RunError                   a run cannot be submitted, started or controlled
+     |    +-- WorkdirError          a run's working directory cannot be made or removed
+     |    +-- ArtifactError         an artifact name is unsafe, or a run's artifacts cannot be synced
      +-- DatastoreError             a datastore cannot be registered, reached or used
      |    +-- DatastoreUnreachableError  its service did not answer (after retries)
      |    +-- DatastoreAuthError    its service refused the credentials
      +-- DataError                  a run's input or output cannot be prepared or stored
           +-- DataChangedError      the files under a dataset version changed since it was registered
+          +-- MountError            a FUSE mount cannot be made, served or removed
 
-A script that fails is a run *status* (Failed), not an exception.
+A script that fails is a run *status* (Failed), not an exception. One warning
+goes with them: ``SecretsWarning`` (a ``UserWarning``), when a run's snapshot
+holds likely secrets and the policy is 'warn'.
 """
 
 from __future__ import annotations
@@ -53,7 +59,33 @@ class SnapshotError(RunyardError):
 
 
 class SnapshotLimitError(SnapshotError):
-    """The source directory is over the snapshot size or file-count limit."""
+    """The source directory is over the snapshot size or file-count limit.
+
+    ``report`` is the message without its last part, how to raise the limit,
+    which names the option of the command the user called; ``over_bytes`` and
+    ``over_files`` say which limit is over.
+    """
+
+    def __init__(self, message: str, *, report: str | None = None, over_bytes: bool = False,
+                 over_files: bool = False) -> None:
+        super().__init__(message)
+        self.report = message if report is None else report
+        self.over_bytes = over_bytes
+        self.over_files = over_files
+
+
+class SnapshotSecretsError(SnapshotError):
+    """The source holds likely secrets (``.env``, keys, credential files) and
+    ``snapshot.secrets`` is ``refuse``; nothing was stored. ``paths`` names them."""
+
+    def __init__(self, message: str, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = list(paths or [])
+
+
+class SecretsWarning(UserWarning):
+    """A run's snapshot holds likely secrets or links that leave its source
+    directory (the secrets policy is ``warn``: they were stored)."""
 
 
 class StoreError(RunyardError):
@@ -108,6 +140,14 @@ class RunError(RunyardError):
     """A run cannot be submitted, started, followed or canceled."""
 
 
+class WorkdirError(RunError):
+    """A run's working directory cannot be made or removed (also importable from ``runyard.agent.workdir``)."""
+
+
+class ArtifactError(RunError):
+    """An artifact name is unsafe, or a run's artifacts cannot be synced (also in ``runyard.agent.artifacts``)."""
+
+
 class DatastoreError(RunyardError):
     """A datastore cannot be registered, reached or used."""
 
@@ -126,3 +166,7 @@ class DataError(RunyardError):
 
 class DataChangedError(DataError):
     """The files under a dataset version are no longer what it recorded."""
+
+
+class MountError(DataError):
+    """A FUSE mount cannot be made, served or removed (also importable from ``runyard.data.fuse``)."""

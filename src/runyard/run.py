@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from runyard.errors import NotFoundError, RunError
 
 if TYPE_CHECKING:
-    from runyard.history import RunRecord
+    from runyard.history import MetricPoint, RunRecord
     from runyard.history.model import Artifact
     from runyard.history.store import RunHistory
     from runyard.store.base import ObjectStore
@@ -133,22 +133,23 @@ class Run:
         return self._record().status.value
 
     def get_details(self) -> dict[str, Any]:
+        """The run as a dict, with Azure ML's names where it has them: ``runId``,
+        ``status``, ``startTimeUtc``, ``endTimeUtc``, ``target``, ``properties``,
+        ``inputDatasets``, ``outputDatasets``; and ``experiment``, ``script``,
+        ``arguments``, ``commandLine``, ``pythonVersion``, ``parentRunId`` (the run
+        a rerun came from), ``snapshotId``, ``exitCode``, ``signal``, ``error``,
+        ``tags``, ``git``, ``host``."""
         r = self._record()
         return {
-            "runId": r.id,
-            "experiment": r.experiment,
-            "status": r.status.value,
-            "startTimeUtc": _iso(r.started),
-            "endTimeUtc": _iso(r.ended),
+            **run_summary(r),
             "target": r.compute_target,
-            "script": r.script,
-            "arguments": list(r.arguments),
             "snapshotId": r.snapshot_id,
+            "commandLine": r.command_line,
+            "pythonVersion": r.python_version,
             "exitCode": r.exit_code,
             "signal": r.signal,
             "error": r.error,
             "properties": dict(r.properties),
-            "tags": dict(r.tags),
             "git": {"commit": r.git_commit, "branch": r.git_branch, "dirty": r.git_dirty},
             "host": r.host,
             "inputDatasets": self._lineage("input"),
@@ -163,7 +164,19 @@ class Run:
                 for d in DataCatalog(self.history).run_data(self.id) if d.direction == direction]
 
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
+        """``{name: value}`` for a metric logged once, ``{name: [values...]}`` for
+        one logged more often (as Azure ML). Whole numbers come back as ints."""
         return _metric_view(self.history.get_metrics(self.id, None if name is None else [name]))
+
+    def get_metric_points(self, name: str | None = None) -> list[MetricPoint]:
+        """Every logged value of the run (or of metric ``name``) in the order they
+        were logged, each with its ``step`` (None where none was given), ``time``
+        and ``kind``: what ``get_metrics`` leaves out.
+
+        >>> [(p.step, p.value) for p in run.get_metric_points("loss")]  # doctest: +SKIP
+        [(0, 0.9), (1, 0.4)]
+        """
+        return self.history.get_metric_points(self.id, name)
 
     def get_tags(self) -> dict[str, str]:
         return dict(self._record().tags)
@@ -295,12 +308,27 @@ class Run:
         return self.get_details()
 
 
+_OFFLINE_HINT = "Run the script with runyard (runyard run SCRIPT, or Experiment.submit) to record it."
+
+
 class OfflineRun(Run):
-    """What ``Run.get_context()`` gives outside a run: it prints instead of logging."""
+    """What ``Run.get_context()`` gives outside a run: it prints instead of
+    logging, and keeps what it was told in memory, so that every method of
+    :class:`Run` works (reads give back what this process logged; there are no
+    artifacts and nothing to cancel or wait for).
+
+    >>> run = OfflineRun()
+    >>> run.log("epochs", 3)                     # doctest: +SKIP
+    >>> run.get_details()["status"]
+    'Running'
+    """
 
     def __init__(self) -> None:
         self.id = f"OfflineRun_{os.getpid()}"
-        self._metrics: dict[str, list[Any]] = {}
+        self._points: list[MetricPoint] = []
+        self._tags: dict[str, str] = {}
+        self._properties: dict[str, str] = {}
+        self._started = time.time()
 
     def _say(self, text: str) -> None:
         print(f"[runyard offline run] {text}", file=sys.stderr)
@@ -309,37 +337,103 @@ class OfflineRun(Run):
     def experiment(self) -> str:
         return "offline"
 
+    @property
+    def history(self) -> RunHistory:
+        raise RunError(f"An offline run (a script started outside runyard) has no run history. {_OFFLINE_HINT}")
+
     def _data_paths(self, direction: str) -> dict[str, str]:
         return {}
 
+    def _keep(self, name: str, value: Any, step: int | None, kind: Any) -> None:
+        from runyard.history import MetricPoint
+        from runyard.history.model import encode_metric
+
+        kind, _, _ = encode_metric(name, value, kind)  # the checks a run's history makes
+        self._points.append(MetricPoint(name, value, kind, step, time.time(), os.getpid()))
+
     def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
-        self._metrics.setdefault(name, []).append(value)
+        self._keep(name, value, step, None)
         self._say(f"{name} = {value!r}" + (f" (step {step})" if step is not None else ""))
 
     def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
-        self.log(name, list(value))
+        values = list(value)
+        self._keep(name, values, None, "list")
+        self._say(f"{name} = {values!r}")
 
     def log_row(self, name: str, description: str = "", **kwargs: Any) -> None:
-        self.log(name, dict(kwargs))
+        self._keep(name, dict(kwargs), None, "row")
+        self._say(f"{name} = {dict(kwargs)!r}")
 
     def tag(self, key: str, value: str | None = None) -> None:
+        self._tags[key] = "" if value is None else str(value)
         self._say(f"tag {key} = {value!r}")
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._tags.update({k: str(v) for k, v in tags.items()})
         self._say(f"tags {dict(tags)!r}")
 
     def add_properties(self, properties: Mapping[str, str]) -> None:
-        self._say(f"properties {dict(properties)!r}")
+        from runyard.errors import PropertyConflictError
+
+        props = {k: str(v) for k, v in properties.items()}
+        clashes = sorted(k for k, v in props.items() if self._properties.get(k, v) != v)
+        if clashes:
+            raise PropertyConflictError(f"The offline run already has properties {', '.join(clashes)} with other "
+                                        "values. Properties cannot change once set; use a tag for a value that "
+                                        "changes.")
+        self._properties.update(props)
+        self._say(f"properties {props!r}")
 
     def upload_file(self, name: str, path_or_stream: str) -> None:
         self._say(f"would upload {path_or_stream} as {name}")
 
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
-        vals = self._metrics if name is None else {name: self._metrics.get(name, [])}
-        return _metric_view({k: v for k, v in vals.items() if v})
+        values: dict[str, list[Any]] = {}
+        for p in self._points:
+            if name is None or p.name == name:
+                values.setdefault(p.name, []).append(p.value)
+        return _metric_view(dict(sorted(values.items())))
+
+    def get_metric_points(self, name: str | None = None) -> list[MetricPoint]:
+        return [p for p in self._points if name is None or p.name == name]
 
     def get_status(self) -> str:
         return "Running"
+
+    def get_details(self) -> dict[str, Any]:
+        return {
+            "runId": self.id, "experiment": self.experiment, "status": self.get_status(),
+            "createdTimeUtc": _iso(self._started), "startTimeUtc": _iso(self._started), "endTimeUtc": None,
+            "durationSeconds": None, "script": sys.argv[0] if sys.argv and sys.argv[0] else None,
+            "arguments": list(sys.argv[1:]), "tags": dict(self._tags), "parentRunId": None, "target": "offline",
+            "snapshotId": None, "commandLine": None, "pythonVersion": sys.version.split()[0], "exitCode": None,
+            "signal": None, "error": None, "properties": dict(self._properties),
+            "git": {"commit": None, "branch": None, "dirty": None}, "host": os.uname().nodename,
+            "inputDatasets": [], "outputDatasets": [],
+        }
+
+    def get_tags(self) -> dict[str, str]:
+        return dict(self._tags)
+
+    def get_properties(self) -> dict[str, str]:
+        return dict(self._properties)
+
+    def get_file_names(self) -> list[str]:
+        return []  # upload_file only says what it would store
+
+    def download_file(self, name: str, output_file_path: str | None = None) -> str:
+        raise NotFoundError(f"An offline run has no artifact '{name}': it stores no files. {_OFFLINE_HINT}")
+
+    def download_files(self, prefix: str | None = None, output_directory: str | None = None,
+                       pattern: str | None = None) -> list[str]:
+        return []
+
+    def cancel(self) -> None:
+        self._say("cancel: an offline run is this process; nothing else to cancel")
+
+    def wait_for_completion(self, show_output: bool = False, wait_post_processing: bool = False,
+                            raise_on_error: bool = True, stream: TextIO | None = None) -> dict[str, Any]:
+        return self.get_details()  # the script itself is the run: nothing to wait for
 
 
 class LogPosition:
@@ -353,13 +447,13 @@ def stream_log(ws: Workspace, run_id: str, out: TextIO, position: LogPosition | 
                ended: Callable[[], bool] | None = None) -> None:
     """Copy the run's driver log to ``out`` as it grows, until the run ends
     (``ended()`` says so; by default :func:`run_has_ended`)."""
+    from runyard.agent.folder import RunFolder
     from runyard.agent.logstream import follow
-    from runyard.agent.supervisor import DRIVER_LOG, run_folder
 
     done = ended or run_has_ended(ws, run_id)
     pos = position or LogPosition()
     binary = getattr(out, "buffer", None)
-    for chunk in follow(os.path.join(run_folder(ws, run_id), DRIVER_LOG), offset=pos.offset, done=done, poll=0.01):
+    for chunk in follow(RunFolder.of(ws.path, run_id).driver_log, offset=pos.offset, done=done, poll=0.01):
         pos.offset += len(chunk)
         if binary is not None:
             binary.write(chunk)
@@ -416,6 +510,23 @@ def _write_artifact(store: ObjectStore, run_id: str, art: Artifact, dest: str) -
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def run_summary(r: RunRecord) -> dict[str, Any]:
+    """The fields of a run that ``runyard runs ls --json`` prints (and ``get_details`` starts with)."""
+    return {
+        "runId": r.id,
+        "experiment": r.experiment,
+        "status": r.status.value,
+        "createdTimeUtc": _iso(r.created),
+        "startTimeUtc": _iso(r.started),
+        "endTimeUtc": _iso(r.ended),
+        "durationSeconds": None if r.duration is None else round(r.duration, 3),
+        "script": r.script,
+        "arguments": list(r.arguments),
+        "tags": dict(r.tags),
+        "parentRunId": r.parent_run_id,
+    }
 
 
 def _iso(t: float | None) -> str | None:

@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from runyard.errors import RunyardError
+from runyard.errors import ArtifactError
 from runyard.snapshot.walk import file_kind
 
 if TYPE_CHECKING:
@@ -80,10 +80,6 @@ NOT_MIRRORED: Final = "not-mirrored"
 
 _Key = tuple[int, int, int, int]
 """(size, mtime_ns, ctime_ns, inode) of a file."""
-
-
-class ArtifactError(RunyardError):
-    """An artifact name is unsafe, or a run's artifacts cannot be synced."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from runyard.errors import RunyardError
+from runyard.errors import WorkdirError
 from runyard.snapshot import manifest as mf
 
 if TYPE_CHECKING:
@@ -99,10 +99,6 @@ _OVERLAY_OPTIONS: Final = "index=off,redirect_dir=on,metacopy=off"
 redirect_dir=on: a run can rename a directory that came from the snapshot
 (without it rename(2) fails with EXDEV). metacopy=off: a chmod copies the
 whole file up, so the upper layer never depends on lower data."""
-
-
-class WorkdirError(RunyardError):
-    """A run's working directory cannot be made or removed."""
 
 
 @dataclass

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, Final
 
-from runyard.errors import RunyardError
+from runyard.errors import MountError, RunyardError
 
 log = logging.getLogger("runyard.data.fuse")
 
@@ -69,10 +69,6 @@ _MANIFEST_KERNEL_OPTIONS: dict[str, Any] = {
 }
 
 _SPEC_VERSION = 1
-
-
-class MountError(RunyardError):
-    """A FUSE mount cannot be made, served or removed."""
 
 
 # --------------------------------------------------------------------------
