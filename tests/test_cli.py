@@ -279,7 +279,7 @@ def test_show_list_restore_diff(tmp_path: Path, cli: Cli) -> None:
     dest = tmp_path / "restored"
     r = cli("snapshot", "restore", first[:8], str(dest))
     assert r.exit_code == 0, r.stderr
-    assert r.stdout == f"Restored 2 files, 1 links, 1 empty directories (13 B) into {dest}\n"
+    assert r.stdout == f"Restored 2 files, 1 link, 1 empty directory (13 B) into {dest}\n"  # number agreement
     assert (dest / "a.py").read_text() == "one"
     assert os.access(dest / "run.sh", os.X_OK)
     assert os.readlink(dest / "b.py") == "a.py"

@@ -423,7 +423,7 @@ def test_unreadable_files_are_errors_that_name_them(unprivileged: Unprivileged) 
     p = u.run(*create)
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
-    head = f"Cannot take a snapshot of {src}: 1 path(s) cannot be read.\n"
+    head = f"Cannot take a snapshot of {src}: 1 path cannot be read.\n"
     assert p.stderr.startswith(head + "  locked/: Permission denied\n")
     assert "Make them readable (chmod), or leave them out with a line in .amlignore" in p.stderr
     assert os.listdir(os.path.join(ws.path, "store", "blobs")) == []

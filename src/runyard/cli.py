@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from runyard.cli_common import _Failure, _Group, _open_workspace, _workspace_opt
+from runyard.cli_common import _Failure, _Group, _limit_advice, _open_workspace, _tags_opt, _workspace_opt
 from runyard.errors import RunyardError
 
 
@@ -174,21 +174,29 @@ def snapshot_explain(ctx: click.Context, args: tuple[str, ...]) -> None:
         click.echo(verdict.render())
 
 
+_SECRETS_OPT = click.option(
+    "--secrets", type=click.Choice(["warn", "refuse"], case_sensitive=False), default=None,
+    help="Likely secrets (.env, keys, credential files) in the snapshot: warn (store them and say so) or "
+         "refuse (store nothing). Default: RUNYARD_SNAPSHOT_SECRETS, else snapshot.secrets, else warn.")
+
+
 @snapshot_group.command("create")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--max-bytes", metavar="SIZE", help="Size limit (e.g. 500MiB; 0 = none). Default 300 MiB.")
 @click.option("--max-files", metavar="N", help="File-count limit (0 = none). Default 2000.")
+@_SECRETS_OPT
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
 @click.pass_context
 def snapshot_create(ctx: click.Context, directory: str, max_bytes: str | None, max_files: str | None,
-                    as_json: bool) -> None:
+                    secrets: str | None, as_json: bool) -> None:
     """Take a snapshot of DIRECTORY; print a preflight report, then the id as the last line."""
     from runyard._progress import progress_for_stderr
     from runyard.snapshot.render import render_create
 
     ws = _open_workspace(ctx)
-    result = ws.snapshot(directory, max_bytes=max_bytes, max_files=max_files,
-                         progress=None if as_json else progress_for_stderr("storing"))
+    with _limit_advice("snapshot"):
+        result = ws.snapshot(directory, max_bytes=max_bytes, max_files=max_files, secrets=secrets,
+                             progress=None if as_json else progress_for_stderr("storing"))
     if as_json:
         import json
 
@@ -201,13 +209,17 @@ def snapshot_create(ctx: click.Context, directory: str, max_bytes: str | None, m
 @click.pass_context
 def snapshot_list(ctx: click.Context) -> None:
     """List the snapshots in the workspace's store, newest first."""
+    from runyard.config import plural
+
     store = _open_workspace(ctx).open_store()
     rows = []
     for sid in store.list_snapshots():
         rec = store.get_snapshot_record(sid) or {}
         rows.append((str(rec.get("created", "")), sid, rec))
     for created, sid, rec in sorted(rows, reverse=True):
-        click.echo(f"{sid[:12]}  {created}  {rec.get('files', '?'):>5} files  {rec.get('source', '')}")
+        files = rec.get("files")
+        count = plural(files, "file") if isinstance(files, int) else "? files"
+        click.echo(f"{sid[:12]}  {created}  {count:>11}  {rec.get('source', '')}")
 
 
 @snapshot_group.command("show")
@@ -235,21 +247,34 @@ def snapshot_show(ctx: click.Context, snapshot_id: str, as_json: bool) -> None:
 def snapshot_restore(ctx: click.Context, snapshot_id: str, dest: str) -> None:
     """Make the snapshot's tree in DEST (a new or empty folder), byte for byte.
 
-    SNAPSHOT_ID may also be a run id: its snapshot is restored."""
-    from runyard.config import format_size
+    SNAPSHOT_ID may also be a run id, or a unique prefix of one: its snapshot is restored."""
+    from runyard.config import format_size, plural
+    from runyard.errors import HistoryError, NotFoundError
     from runyard.history import parse_run_id
+    from runyard.runs import get_run
 
     ws = _open_workspace(ctx)
-    if parse_run_id(snapshot_id) is not None:  # a run id: restore the run's snapshot
-        from runyard.runs import get_run
-
-        run = get_run(ws, snapshot_id)
+    run_ref = snapshot_id if parse_run_id(snapshot_id) is not None else None
+    if run_ref is None:
+        try:
+            snapshot_id = ws.open_store().resolve_snapshot(snapshot_id)
+        except NotFoundError as not_a_snapshot:
+            try:  # a run id, or a prefix of one? (an ambiguous prefix says so)
+                run_ref = ws.open_history().resolve_run_id(snapshot_id, missing_ok=True)
+            except HistoryError:  # not even made of a run id's characters
+                raise not_a_snapshot from None
+            try:
+                get_run(ws, run_ref)
+            except NotFoundError:
+                raise not_a_snapshot from None
+    if run_ref is not None:  # restore the run's snapshot
+        run = get_run(ws, run_ref)
         if run.snapshot_id is None:
             raise _Failure(f"Run {run.id} has no snapshot (it failed before one was taken).")
         snapshot_id = run.snapshot_id
     r = ws.restore_snapshot(snapshot_id, dest)
-    click.echo(f"Restored {r.files} files, {r.links} links, {r.dirs} empty directories "
-               f"({format_size(r.bytes)}) into {r.dest}")
+    click.echo(f"Restored {plural(r.files, 'file')}, {plural(r.links, 'link')}, "
+               f"{plural(r.dirs, 'empty directory', 'empty directories')} ({format_size(r.bytes)}) into {r.dest}")
 
 
 @snapshot_group.command("diff")
@@ -277,9 +302,10 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
     Returns the exit code. The end comes from the supervisor's end file, so
     this never has to load the run history, unless the supervisor died.
     """
+    from runyard.compute.local import pid_alive
     from runyard.history import RunStatus
     from runyard.run import LogPosition, stream_log
-    from runyard.runs import exit_code_for, exit_code_of, get_run, pid_alive, read_end, request_cancel
+    from runyard.runs import exit_code_for, exit_code_of, get_run, read_end, request_cancel
 
     def ended() -> bool:
         return read_end(ws, run_id) is not None or not pid_alive(supervisor_pid)
@@ -321,15 +347,30 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
     return code
 
 
+def _warn_flagged(request: Any) -> None:
+    """Likely secrets and links leaving the source, on stderr (the run records them too)."""
+    message = request.flag_message()
+    if message is not None:
+        click.echo("runyard: " + message, err=True)
+
+
 def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
-    from runyard.config import format_size
-    from runyard.runs import Prefork, launch, prepare, record
+    from runyard.compute.local import Prefork, launch
+    from runyard.config import format_size, plural
+    from runyard.runs import prepare, record
 
     if detach:
         request = prepare(ws, spec)
-        with ws.open_history() as history:  # recorded now, so that the id printed can be looked up at once
-            record(history, request)
-        launch(ws, request.run_id, fork=True)
+        claim, request.claim = request.claim, None
+        try:
+            _warn_flagged(request)
+            with ws.open_history() as history:  # recorded now, so that the id printed can be looked up at once
+                record(history, request)
+        except BaseException:
+            if claim is not None:
+                os.close(claim)
+            raise
+        launch(ws, request.run_id, fork=True, claim=claim)
         click.echo(request.run_id)
         return
     # Forked by runyard._main before the arguments were parsed (or now): it
@@ -341,15 +382,22 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
     except BaseException:
         supervisor.abandon()
         raise
+    _warn_flagged(request)
     rec = ws.open_store().get_snapshot_record(request.snapshot_id) or {}
-    banner = (f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, {rec.get('files', '?')} files, "
+    banner = (f"runyard: run {request.run_id} (snapshot {request.snapshot_id[:12]}, "
+              f"{plural(int(rec.get('files', 0)), 'file')}, "
               f"{format_size(int(rec.get('bytes', 0)))})")
     import signal
 
     # A Ctrl-C between handing the run over and following it would leave it
     # running unwatched: hold it back until _follow_to_end can cancel the run.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    raise SystemExit(_follow_to_end(ws, request.run_id, supervisor.start(ws, request.run_id), banner))
+    try:
+        pid = supervisor.start(ws, request.run_id)
+    finally:
+        if request.claim is not None:
+            os.close(request.claim)  # the supervisor holds the run now (or it is lost, and the next read says so)
+    raise SystemExit(_follow_to_end(ws, request.run_id, pid, banner))
 
 
 @main.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -359,6 +407,7 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
 @click.option("--detach", is_flag=True, help="Print the run id and return; the run goes on in the background.")
 @click.option("--max-bytes", metavar="SIZE", help="Snapshot size limit for this run (0 = none).")
 @click.option("--max-files", metavar="N", help="Snapshot file-count limit for this run (0 = none).")
+@_SECRETS_OPT
 @click.option("--input", "inputs", multiple=True, metavar="NAME=SOURCE[@MODE]",
               help="A named input: NAME=dataset:DATASET[:VERSION] or NAME=DATASTORE:PATH, then @download "
                    "(default) or @mount. Repeatable.")
@@ -369,12 +418,15 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
               help="Register output NAME as a new version of DATASET if the run completes. Repeatable.")
 @click.option("--overwrite-output", "overwrites", multiple=True, metavar="NAME",
               help="Let output NAME write over files already at its destination. Repeatable.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="Tag the run (KEY alone: an empty value). Repeatable.")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, max_bytes: str | None,
             max_files: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], registers: tuple[str, ...],
-            overwrites: tuple[str, ...], script: str, args: tuple[str, ...]) -> None:
+            overwrites: tuple[str, ...], script: str, args: tuple[str, ...], secrets: str | None = None,
+            tags: tuple[str, ...] = ()) -> None:
     """Run SCRIPT from a snapshot of the source directory, in an isolated
     working directory; ARGS go to the script unchanged, except that
     ${{inputs.NAME}} and ${{outputs.NAME}} become the local paths of an
@@ -404,29 +456,38 @@ def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, 
             by_name[name].overwrite = True
         arguments, ins, outs = collect(arguments, ins, outs)
     spec = RunSpec(source_directory=source_dir, script=script, arguments=arguments, experiment=experiment,
-                   max_bytes=max_bytes, max_files=max_files, inputs=ins, outputs=outs)
-    _start_and_follow(ws, spec, detach)
+                   max_bytes=max_bytes, max_files=max_files, inputs=ins, outputs=outs, secrets=secrets,
+                   tags=_tags_opt(tags))
+    with _limit_advice("run"):
+        _start_and_follow(ws, spec, detach)
 
 
 @main.command("rerun")
 @click.argument("run_id")
 @click.option("--detach", is_flag=True, help="Print the new run id and return.")
+@_SECRETS_OPT
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="Tag the new run (the old run's tags are not copied). Repeatable.")
 @click.pass_context
-def rerun_cmd(ctx: click.Context, run_id: str, detach: bool) -> None:
-    """Run RUN_ID again: the same snapshot, script and arguments, as a new run."""
+def rerun_cmd(ctx: click.Context, run_id: str, detach: bool, secrets: str | None = None,
+              tags: tuple[str, ...] = ()) -> None:
+    """Run RUN_ID again: the same snapshot, script and arguments, as a new run.
+
+    The snapshot is reused as it is: likely secrets in it are flagged again
+    (and refused under --secrets refuse / snapshot.secrets = refuse)."""
     from runyard.runs import RunSpec, get_run
 
     ws = _open_workspace(ctx)
     old = get_run(ws, run_id)
     if old.snapshot_id is None or old.script is None:
-        raise _Failure(f"Run {run_id} has no snapshot to run again (it failed before one was taken).")
+        raise _Failure(f"Run {old.id} has no snapshot to run again (it failed before one was taken).")
     git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
     from runyard.data.lineage import load_plan
 
     spec = RunSpec(source_directory=old.source_dir or ".", script=old.script, arguments=list(old.arguments),
                    experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
                    git={k: v for k, v in git.items() if v is not None},
-                   data_plan=load_plan(os.path.join(ws.runs_dir, old.id)))
+                   data_plan=load_plan(os.path.join(ws.runs_dir, old.id)), secrets=secrets, tags=_tags_opt(tags))
     _start_and_follow(ws, spec, detach)
 
 
@@ -434,14 +495,16 @@ def rerun_cmd(ctx: click.Context, run_id: str, detach: bool) -> None:
 @click.argument("run_id")
 @click.pass_context
 def cancel_cmd(ctx: click.Context, run_id: str) -> None:
-    """Cancel a run: its script gets SIGTERM, a grace period, then SIGKILL."""
+    """Cancel a run: its script gets SIGTERM, a grace period, then SIGKILL.
+
+    RUN_ID may be a unique prefix of the id."""
     from runyard.runs import cancel
 
     run = cancel(_open_workspace(ctx), run_id)
     if run is not None and run.is_terminal:
-        click.echo(f"run {run_id}: already {run.status.value}")
+        click.echo(f"run {run.id}: already {run.status.value}")
     else:
-        click.echo(f"run {run_id}: cancel requested")
+        click.echo(f"run {run.id if run is not None else run_id}: cancel requested")
 
 
 @main.group("runs", cls=_Group)
@@ -457,21 +520,61 @@ def _fmt_time(t: float | None) -> str:
 
 @runs_group.command("ls")
 @click.option("-e", "--experiment", help="Only this experiment.")
-@click.option("--status", help="Only runs with this status (e.g. Running, Failed).")
-@click.option("-n", "--limit", default=50, show_default=True, help="At most this many (newest first).")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              help="Only runs with this status (e.g. Running, Failed). Repeatable: any of them.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY[=VALUE]",
+              help="Only runs with this tag (KEY alone: any value). Repeatable: all of them.")
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=0),
+              help="At most this many, newest first (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of runs instead of the table.")
 @click.pass_context
-def runs_ls(ctx: click.Context, experiment: str | None, status: str | None, limit: int) -> None:
-    """List runs, newest first."""
+def runs_ls(ctx: click.Context, experiment: str | None, statuses: tuple[str, ...], tags: tuple[str, ...], limit: int,
+            as_json: bool) -> None:
+    """List runs, newest first: id, status, creation time, duration, script and arguments."""
+    from runyard.run import run_summary
     from runyard.runs import reap_lost
 
     ws = _open_workspace(ctx)
     history = ws.open_history()
     reap_lost(history, ws=ws)
-    runs = history.list_runs(experiment=experiment, status=status, limit=limit)
+    runs = history.list_runs(experiment=experiment, status=statuses or None, tags=_tags_opt(tags, filter=True),
+                             limit=limit or None)
+    if not runs and experiment is not None:
+        history.get_experiment(experiment)  # a name that does not exist: say which do
+    if as_json:
+        import json
+
+        click.echo(json.dumps([run_summary(r) for r in runs], indent=1, sort_keys=True))
+        return
+    if not runs:
+        filtered = experiment is not None or statuses or tags
+        click.echo("runyard: no runs match." if filtered else
+                   "runyard: no runs yet. Start one with: runyard run SCRIPT", err=True)
+        return
+    width = max(len("RUN ID"), *(len(r.id) for r in runs))
+    click.echo(f"{'RUN ID':<{width}}  {'STATUS':<10}  {'CREATED':<19}  {'DURATION':>8}  SCRIPT")
     for r in runs:
         took = f"{r.duration:.1f}s" if r.duration is not None else "-"
-        click.echo(f"{r.id}  {r.status.value:<10}  {_fmt_time(r.created)}  {took:>8}  {r.script or ''} "
-                   f"{' '.join(r.arguments)}".rstrip())
+        click.echo(f"{r.id:<{width}}  {r.status.value:<10}  {_fmt_time(r.created):<19}  {took:>8}  "
+                   f"{r.script or ''} {' '.join(r.arguments)}".rstrip())
+
+
+def _show_flagged(properties: dict[str, str]) -> None:
+    """The flags a run's snapshot got: likely secrets, links leaving the source."""
+    import json
+
+    from runyard.runs import LINKS_OUTSIDE_PROPERTY, SECRETS_PROPERTY
+
+    for key, label in ((SECRETS_PROPERTY, "likely secrets in its snapshot"),
+                       (LINKS_OUTSIDE_PROPERTY, "links leaving the source")):
+        raw = properties.get(key)
+        if not raw:
+            continue
+        try:
+            paths = [str(p) for p in json.loads(raw)]
+        except (ValueError, TypeError):
+            paths = [raw]
+        click.echo(f"{label}: {', '.join(paths)}")
 
 
 @runs_group.command("show")
@@ -479,18 +582,27 @@ def runs_ls(ctx: click.Context, experiment: str | None, status: str | None, limi
 @click.option("--json", "as_json", is_flag=True, help="Print the run's details as JSON.")
 @click.pass_context
 def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Show a run: status, times, exit, snapshot, metrics, artifacts."""
-    from runyard.config import format_size
-    from runyard.run import Run
+    """Show a run: status, times, exit, snapshot, tags, metrics, artifacts.
 
-    run = Run(_open_workspace(ctx), run_id)
+    RUN_ID may be a unique prefix of the id."""
+    from runyard.config import format_size, plural
+    from runyard.run import Run
+    from runyard.runs import get_run
+
+    ws = _open_workspace(ctx)
+    run = Run(ws, get_run(ws, run_id).id)
     details = run.get_details()
     metrics = run.get_metrics()
-    artifacts = run.history.list_artifacts(run_id)
+    steps: dict[str, list[int | None]] = {}
+    for point in run.get_metric_points():
+        steps.setdefault(point.name, []).append(point.step)
+    steps = {name: s for name, s in steps.items() if any(x is not None for x in s)}  # only where a step was given
+    artifacts = run.history.list_artifacts(run.id)
     if as_json:
         import json
 
         details["metrics"] = metrics
+        details["metricSteps"] = steps
         details["artifacts"] = [{"name": a.name, "size": a.size, "digest": a.digest} for a in artifacts]
         click.echo(json.dumps(details, indent=1, sort_keys=True, default=str))
         return
@@ -500,9 +612,15 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
             click.echo(f"{key}: {details[key]}")
     if details["arguments"]:
         click.echo(f"arguments: {details['arguments']}")
+    for label, key in (("command", "commandLine"), ("python", "pythonVersion"), ("rerun of", "parentRunId")):
+        if details.get(key):
+            click.echo(f"{label}: {details[key]}")
+    if details["tags"]:
+        click.echo("tags: " + ", ".join(f"{k}={v}" if v else k for k, v in sorted(details["tags"].items())))
     git = details["git"]
     if git["commit"]:
         click.echo(f"git: {git['commit'][:12]} on {git['branch']}{' (dirty)' if git['dirty'] else ''}")
+    _show_flagged(details["properties"])
     if details["error"]:
         click.echo("error:\n  " + details["error"].replace("\n", "\n  "))
     for label, key in (("inputs", "inputDatasets"), ("outputs", "outputDatasets")):
@@ -512,16 +630,30 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
             what = f"dataset {d['dataset']}:{d['version']}" if d["dataset"] and d["version"] else (
                 f"{d['datastore']}:{d['path']}" if d["datastore"] else "an unregistered dataset")
             where = f" -> {d['datastore']}:{d['path']}" if key == "outputDatasets" and d["version"] else ""
-            size = f", {d['files']} files, {format_size(d['bytes'] or 0)}" if d.get("files") is not None else ""
+            size = (f", {plural(d['files'], 'file')}, {format_size(d['bytes'] or 0)}" if d.get("files") is not None
+                    else "")
             click.echo(f"  {d['name']}: {what}{where} ({d['mode']}, {d['state']}{size})")
     if metrics:
         click.echo("metrics:")
         for name, value in sorted(metrics.items()):
-            shown = value if not isinstance(value, list) or len(value) <= 5 else f"{value[-1]} (last of {len(value)})"
-            click.echo(f"  {name}: {shown}")
+            click.echo(f"  {name}: {_metric_text(value, steps.get(name))}")
     if artifacts:
         total = sum(a.size for a in artifacts)
-        click.echo(f"artifacts: {len(artifacts)} files, {format_size(total)} (runyard artifacts ls {run_id})")
+        click.echo(f"artifacts: {plural(len(artifacts), 'file')}, {format_size(total)} "
+                   f"(runyard artifacts ls {run.id})")
+
+
+def _metric_text(value: Any, steps: list[int | None] | None) -> str:
+    """A metric in ``runs show``: its value, or the last of a long series, with
+    the step of each value shown (``steps``: one per logged value, None when
+    no value of the metric was given one)."""
+    if steps is None:
+        return str(value) if not isinstance(value, list) or len(value) <= 5 else f"{value[-1]} (last of {len(value)})"
+    if len(steps) == 1:
+        return f"{value} (step {steps[0]})"
+    if len(steps) <= 5:
+        return f"{value} (steps {', '.join('-' if s is None else str(s) for s in steps)})"
+    return f"{value[-1]} (step {'-' if steps[-1] is None else steps[-1]}; last of {len(steps)})"
 
 
 @main.command("logs")
@@ -530,13 +662,14 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.pass_context
 def logs_cmd(ctx: click.Context, run_id: str, follow: bool) -> None:
     """Print a run's driver log (the script's stdout and stderr)."""
-    from runyard.agent.supervisor import DRIVER_LOG, DRIVER_LOG_ARTIFACT, run_folder
+    from runyard.agent.folder import DRIVER_LOG_ARTIFACT, RunFolder
     from runyard.run import stream_log
     from runyard.runs import get_run
 
     ws = _open_workspace(ctx)
     run = get_run(ws, run_id)
-    live = os.path.join(run_folder(ws, run_id), DRIVER_LOG)
+    run_id = run.id  # RUN_ID may be a unique prefix
+    live = RunFolder.of(ws.path, run.id).driver_log
     if follow and (os.path.exists(live) or not run.is_terminal):
         stream_log(ws, run_id, sys.stdout)
         return
@@ -562,7 +695,7 @@ def artifacts_ls(ctx: click.Context, run_id: str) -> None:
     from runyard.runs import get_run
 
     ws = _open_workspace(ctx)
-    get_run(ws, run_id)
+    run_id = get_run(ws, run_id).id  # RUN_ID may be a unique prefix
     for a in ws.open_history().list_artifacts(run_id):
         click.echo(f"{a.size:>12}  {a.name}")
 
@@ -579,7 +712,7 @@ def artifacts_download(ctx: click.Context, run_id: str, pattern: str | None, out
     from runyard.runs import get_run
 
     ws = _open_workspace(ctx)
-    get_run(ws, run_id)
+    run_id = get_run(ws, run_id).id  # RUN_ID may be a unique prefix
     paths = Run(ws, run_id).download_files(output_directory=output, pattern=pattern)
     if not paths:
         raise _Failure(f"No artifact of run {run_id} matches {pattern!r}. "

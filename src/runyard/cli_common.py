@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import IO, Any, NoReturn
 
 import click
@@ -66,12 +68,32 @@ def _workspace_opt(ctx: click.Context) -> str | None:
 
 
 def _open_workspace(ctx: click.Context) -> Any:
-    from runyard.workspace import Workspace, find_workspace
+    from runyard.workspace import Workspace, created_notice, find_workspace
 
     found = find_workspace(_workspace_opt(ctx))
     if found is None:
-        ws = Workspace.from_config(create_default=True)
-        ctx.find_root().obj["notice"] = (f"runyard: created the workspace {ws.path} "
-                                         "(make a project one with: runyard init)")
+        # Said after the command's output (see _Group), not by from_config at once.
+        ws = Workspace.from_config(create_default=True, quiet=True)
+        ctx.find_root().obj["notice"] = created_notice(ws.path)
         return ws
     return Workspace(found)
+
+
+@contextlib.contextmanager
+def _limit_advice(command: str) -> Iterator[None]:
+    """A snapshot over its limits says how to raise them with ``command``'s own option."""
+    from runyard.errors import SnapshotLimitError
+
+    try:
+        yield
+    except SnapshotLimitError as exc:
+        from runyard.snapshot.report import limit_error_for
+
+        raise limit_error_for(exc, command) from exc
+
+
+def _tags_opt(texts: tuple[str, ...], filter: bool = False) -> dict[str, Any]:
+    """``--tag KEY=VALUE`` options as a dict (see :func:`runyard.history.model.parse_tags`)."""
+    from runyard.history.model import parse_tags
+
+    return parse_tags(texts, filter=filter)

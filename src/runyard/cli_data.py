@@ -237,7 +237,8 @@ def dataset_ls(ctx: click.Context, as_json: bool) -> None:
         click.echo("No datasets yet. Register one with: runyard dataset register NAME --from DATASTORE:GLOB")
         return
     for n, v, c, f, b in rows:
-        click.echo(f"{n}:{v}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(c))}  {f} files  {format_size(b)}")
+        click.echo(f"{n}:{v}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(c))}  {plural(f, 'file')}  "
+                   f"{format_size(b)}")
 
 
 @dataset_group.command("show")

@@ -21,6 +21,9 @@ DEFAULT_MAX_FILES: Final = 2000
 
 ENV_MAX_BYTES: Final = "RUNYARD_SNAPSHOT_MAX_BYTES"
 ENV_MAX_FILES: Final = "RUNYARD_SNAPSHOT_MAX_FILES"
+ENV_SECRETS: Final = "RUNYARD_SNAPSHOT_SECRETS"
+SECRETS_POLICIES: Final = ("warn", "refuse")
+DEFAULT_SECRETS: Final = "warn"
 ENV_WORKSPACE: Final = "RUNYARD_WORKSPACE"
 ENV_HISTORY_URL: Final = "RUNYARD_HISTORY_URL"
 
@@ -35,6 +38,7 @@ _SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 KNOWN_KEYS: Final = {
     "snapshot.max_bytes": "size",
     "snapshot.max_files": "count",
+    "snapshot.secrets": "secrets",
     "store.url": "text",
     "history.url": "text",
     "data.cache_max_bytes": "size",
@@ -86,9 +90,13 @@ def parse_count(value: object, where: str) -> int:
     return n
 
 
-def plural(n: int, word: str) -> str:
-    """``1 file``, ``2 files``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """A count with its noun in agreement: ``1 file``, ``2 files``, ``0 files``.
+
+    >>> plural(1, "run"), plural(3, "run"), plural(2, "directory", "directories")
+    ('1 run', '3 runs', '2 directories')
+    """
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
 def format_size(n: int) -> str:
@@ -147,6 +155,55 @@ def resolve_limits(
     return Limits(b, f, bf, ff)
 
 
+def parse_secrets_policy(value: object, where: str) -> str:
+    """``warn`` or ``refuse`` (any case).
+
+    >>> parse_secrets_policy("Refuse", "x")
+    'refuse'
+    """
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text not in SECRETS_POLICIES:
+        raise ConfigError(f"{where} is {value!r}; use 'warn' (store likely secrets and say so) or 'refuse' "
+                          "(take no snapshot that holds them).")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsPolicy:
+    """What a snapshot does with likely secrets: ``warn`` (store them and say so)
+    or ``refuse`` (store nothing). ``source`` says where the choice came from."""
+
+    action: str = DEFAULT_SECRETS
+    source: str = "default"
+
+    @property
+    def refuse(self) -> bool:
+        return self.action == "refuse"
+
+
+def resolve_secrets_policy(
+    secrets: str | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SecretsPolicy:
+    """Resolve ``snapshot.secrets``: argument > environment > workspace config > ``warn``.
+
+    >>> resolve_secrets_policy(None, config={"snapshot": {"secrets": "refuse"}}, env={})
+    SecretsPolicy(action='refuse', source='the workspace config (snapshot.secrets)')
+    """
+    env = os.environ if env is None else env
+    if secrets is not None:
+        return SecretsPolicy(parse_secrets_policy(secrets, "--secrets"), "the --secrets option (secrets= in the SDK)")
+    if env.get(ENV_SECRETS, "").strip():
+        return SecretsPolicy(parse_secrets_policy(env[ENV_SECRETS], ENV_SECRETS), f"the environment ({ENV_SECRETS})")
+    val = _lookup(config, "snapshot.secrets")
+    if val is not None:
+        return SecretsPolicy(parse_secrets_policy(val, "snapshot.secrets in the workspace config"),
+                             "the workspace config (snapshot.secrets)")
+    return SecretsPolicy()
+
+
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -202,4 +259,6 @@ def coerce_setting(key: str, value: str) -> int | str:
         return parse_size(value, key)
     if kind == "count":
         return parse_count(value, key)
+    if kind == "secrets":
+        return parse_secrets_policy(value, key)
     return value

@@ -35,6 +35,10 @@ class ScriptRunConfig:
     """Inputs not named in ``arguments`` (those in it are found there)."""
     outputs: Sequence[Any] = ()
     """Declared outputs not named in ``arguments``."""
+    secrets: str | None = field(default=None, kw_only=True)
+    """``warn`` or ``refuse``: likely secrets in the snapshot (.env, keys) are stored with a
+    ``SecretsWarning``, or refused (``SnapshotSecretsError``, nothing stored). Default:
+    ``RUNYARD_SNAPSHOT_SECRETS``, else the workspace's ``snapshot.secrets``, else ``warn``."""
 
 
 class Experiment:
@@ -50,8 +54,16 @@ class Experiment:
         return f"Experiment({self.workspace.path!r}, {self.name!r})"
 
     def submit(self, config: ScriptRunConfig, tags: dict[str, str] | None = None) -> Run:
-        """Snapshot the source directory and start the run; returns at once."""
-        from runyard.errors import RunError
+        """Snapshot the source directory and start the run; returns at once.
+
+        A source over the snapshot limits raises ``SnapshotLimitError`` and
+        records no run (raise them with ``ScriptRunConfig(max_bytes=, max_files=)``).
+
+        Likely secrets in the snapshot raise ``SecretsWarning`` (a warning), or
+        ``SnapshotSecretsError`` (nothing stored or recorded) when the secrets
+        policy is ``refuse`` (``ScriptRunConfig(secrets=...)``, else
+        ``RUNYARD_SNAPSHOT_SECRETS``, else ``snapshot.secrets``)."""
+        from runyard.errors import RunError, SnapshotLimitError
         from runyard.run import Run
         from runyard.runs import RunSpec, submit
 
@@ -76,8 +88,14 @@ class Experiment:
             max_bytes=config.max_bytes,
             max_files=config.max_files,
             tags={**config.tags, **(tags or {})},
+            secrets=config.secrets,
         )
-        record = submit(self.workspace, spec)
+        try:
+            record = submit(self.workspace, spec)
+        except SnapshotLimitError as exc:  # nothing recorded; the advice names ScriptRunConfig's options
+            from runyard.snapshot.report import limit_error_for
+
+            raise limit_error_for(exc, "submit") from exc
         return Run(self.workspace, record.id)
 
     def get_runs(self) -> list[Run]:

@@ -8,7 +8,8 @@ machine with nothing set up).
 Layout::
 
     .runyard/
-      config.toml      settings ([snapshot] max_bytes, max_files; [store] url; [history] url;
+      .gitignore       "*": git leaves the whole workspace out (made by ``runyard init``)
+      config.toml      settings ([snapshot] max_bytes, max_files, secrets; [store] url; [history] url;
                        [data] cache_max_bytes)
       history.db       run history, datastores, datasets (SQLite; a PostgreSQL URL can stand in)
       credentials.json datastore credentials (mode 0600; never in the history)
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 DIR_NAME: Final = ".runyard"
 CONFIG_NAME: Final = "config.toml"
 FORMAT_VERSION: Final = 1
+GITIGNORE_TEXT: Final = "# Made by runyard: this workspace (history, store, credentials) stays out of git.\n*\n"
 
 
 def _is_workspace(path: str) -> bool:
@@ -83,6 +85,11 @@ def home_workspace_path() -> str:
     return os.path.join(os.path.expanduser("~"), DIR_NAME)
 
 
+def created_notice(path: str) -> str:
+    """What runyard says once, when it made the home workspace because there was none."""
+    return f"runyard: created the workspace {path} (make a project one with: runyard init)"
+
+
 DATASTORE_URL: Final = "datastore://"
 
 
@@ -124,21 +131,51 @@ class Workspace:
         ws.migrate()
         return ws
 
+    def _write_gitignore(self) -> None:
+        # The workspace ignores itself, as a Python venv does: a `git add -A` in
+        # the project must never commit the history, the store or credentials.json.
+        # A .gitignore the user wrote is left as it is.
+        path = os.path.join(self.path, ".gitignore")
+        if os.path.lexists(path):
+            return
+        try:
+            with open(path, "x", encoding="utf-8") as fh:
+                fh.write(GITIGNORE_TEXT)
+        except FileExistsError:  # another `runyard init` wrote it meanwhile
+            pass
+
     def migrate(self) -> list[int]:
-        """Bring the run history's schema up to date (what ``runyard init`` does)."""
+        """Bring the workspace up to date (what ``runyard init`` does): the run
+        history's schema, and the ``.gitignore`` that keeps the workspace out of git."""
         from runyard.history import migrate
 
+        try:
+            self._write_gitignore()
+        except OSError as exc:
+            raise WorkspaceError(f"Cannot write '{os.path.join(self.path, '.gitignore')}': {exc.strerror}. "
+                                 "Check the workspace folder's permissions.") from exc
         return migrate(self.history_location)
 
     @classmethod
-    def from_config(cls, path: str | None = None, *, create_default: bool = True) -> Workspace:
-        """Find the workspace as the CLI does (explicit > env > upward > ``~/.runyard``)."""
+    def from_config(cls, path: str | None = None, *, create_default: bool = True,
+                    quiet: bool = False) -> Workspace:
+        """Find the workspace as the CLI does (explicit > env > upward > ``~/.runyard``).
+
+        When there is none, ``~/.runyard`` is made and a line on stderr says so
+        (as the CLI does; ``quiet=True`` leaves it out). With
+        ``create_default=False`` a missing workspace raises ``WorkspaceError``.
+        """
         found = find_workspace(path)
         if found is not None:
             return cls(found)
         if not create_default:
             raise WorkspaceError("No runyard workspace found. Create one with: runyard init")
-        return cls.create(os.path.dirname(home_workspace_path()))
+        ws = cls.create(os.path.dirname(home_workspace_path()))
+        if not quiet:
+            import sys
+
+            print(created_notice(ws.path), file=sys.stderr)
+        return ws
 
     # -- config -------------------------------------------------------------
     @property
@@ -244,16 +281,22 @@ class Workspace:
         max_bytes: int | str | None = None,
         max_files: int | str | None = None,
         progress: Any = None,
+        secrets: str | None = None,
     ) -> SnapshotResult:
         """Take a snapshot of ``source_directory`` into this workspace's store.
 
         Limits: the arguments, else ``RUNYARD_SNAPSHOT_MAX_*``, else the
         workspace config, else 300 MiB and 2000 files (0 turns a limit off).
+        ``secrets`` (``warn`` or ``refuse``; else ``RUNYARD_SNAPSHOT_SECRETS``,
+        else ``snapshot.secrets``, else ``warn``): with ``refuse``, a tree that
+        holds likely secrets raises ``SnapshotSecretsError`` and stores nothing;
+        with ``warn`` the result lists them in ``secrets``.
         """
-        from runyard.config import resolve_limits
+        from runyard.config import resolve_limits, resolve_secrets_policy
         from runyard.snapshot.engine import take_snapshot
 
         limits = resolve_limits(max_bytes=max_bytes, max_files=max_files, config=self.config)
+        policy = resolve_secrets_policy(secrets, config=self.config)
         return take_snapshot(
             source_directory,
             self.open_store(),
@@ -262,6 +305,7 @@ class Workspace:
             # The workspace and a local store kept elsewhere never go into a snapshot.
             exclude_dirs=(self.path, *(() if "://" in self.store_url else (self.store_url,))),
             progress=progress,
+            secrets_policy=policy,
         )
 
     def restore_snapshot(self, snapshot_id: str, dest: str | os.PathLike[str]) -> RestoreResult:

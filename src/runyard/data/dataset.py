@@ -134,7 +134,9 @@ class FileDataset(Consumable):
 
     def __repr__(self) -> str:
         label = f"{self.name}:{self.version}" if self.name else "unregistered"
-        return f"FileDataset({label}, {len(self.files)} files, {self.total_bytes} bytes)"
+        from runyard.config import plural
+
+        return f"FileDataset({label}, {plural(len(self.files), 'file')}, {plural(self.total_bytes, 'byte')})"
 
     @property
     def id(self) -> str | None:

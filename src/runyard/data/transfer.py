@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from runyard.config import plural
 from runyard.data.datastore import DatastoreError, RemoteFile, clean_path, env_count
 from runyard.data.listing import base_of, relative_to
 from runyard.errors import ConfigError, DataError
@@ -32,11 +33,15 @@ if TYPE_CHECKING:
 ENV_CONCURRENCY: Final = "RUNYARD_TRANSFER_CONCURRENCY"
 CHUNK: Final = 512
 """Files per retried unit of work."""
+DEFAULT_CONCURRENCY: Final = 32
+LOCAL_THREADS: Final = 16
+"""Threads a local datastore (or another filesystem without async requests) copies with;
+fewer when ``RUNYARD_TRANSFER_CONCURRENCY`` is lower."""
 
 
 def concurrency() -> int:
     """Requests in flight at once (``RUNYARD_TRANSFER_CONCURRENCY``, default 32)."""
-    return env_count(ENV_CONCURRENCY, 32)
+    return env_count(ENV_CONCURRENCY, DEFAULT_CONCURRENCY)
 
 
 class Progress:
@@ -121,7 +126,7 @@ def put_pairs(ds: Datastore, pairs: Sequence[tuple[str, str]], *, overwrite: boo
             for chunk in _chunks(pairs, CHUNK):
                 lpaths = [lp for lp, _ in chunk]
                 rpaths = [ds.full_path(r) for _, r in chunk]
-                ds.call(f"uploading {len(chunk)} files", partial(_in_flight, ds, "put", lpaths, rpaths))
+                ds.call(f"uploading {plural(len(chunk), 'file')}", partial(_in_flight, ds, "put", lpaths, rpaths))
                 bar.advance(len(chunk), sum(sizes[lp] for lp in lpaths))
     finally:
         bar.finish()
@@ -136,7 +141,7 @@ def _in_flight(ds: Datastore, method: str, sources: list[str], targets: list[str
         getattr(fs, method)(sources, targets, batch_size=concurrency())
     else:
         one = getattr(fs, f"{method}_file")
-        with ThreadPoolExecutor(max_workers=min(concurrency(), 16)) as pool:
+        with ThreadPoolExecutor(max_workers=min(concurrency(), LOCAL_THREADS)) as pool:
             list(pool.map(lambda pair: one(*pair), zip(sources, targets, strict=True)))
 
 
@@ -228,7 +233,7 @@ def get_files(ds: Datastore, plan: Sequence[tuple[RemoteFile, str]], *,
             parts = [f"{target}.runyard-{tag}.part" for _, target in chunk]
             rpaths = [ds.full_path(f.path) for f, _ in chunk]
             try:
-                ds.call(f"downloading {len(chunk)} files", partial(_in_flight, ds, "get", rpaths, parts))
+                ds.call(f"downloading {plural(len(chunk), 'file')}", partial(_in_flight, ds, "get", rpaths, parts))
                 for (f, target), part in zip(chunk, parts, strict=True):
                     _check_size(ds, f, part)
                     os.replace(part, target)
@@ -257,7 +262,7 @@ def _check_stop(stop: Callable[[], bool] | None) -> None:
 
 def _threads(fn: Callable[[Any], None], items: Sequence[Any], done: Callable[[Any], None], ds: Datastore,
              what: str) -> None:
-    with ThreadPoolExecutor(max_workers=min(concurrency(), 16)) as pool:
+    with ThreadPoolExecutor(max_workers=min(concurrency(), LOCAL_THREADS)) as pool:
         futures = [(item, pool.submit(fn, item)) for item in items]
         for item, fut in futures:
             try:

@@ -15,17 +15,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol
 
-from runyard.config import Limits
-from runyard.errors import SnapshotError, SnapshotLimitError
+from runyard.config import Limits, SecretsPolicy, plural
+from runyard.errors import SnapshotError, SnapshotSecretsError
 from runyard.snapshot import manifest as mf
 from runyard.snapshot import statcache
 from runyard.snapshot.report import (
+    flagged_message,
     largest_files,
     likely_secrets,
-    over_limit_message,
+    limit_error,
+    link_leaves,
 )
 from runyard.snapshot.walk import (
     CHANGED,
+    LINK_OUTSIDE,
     UNREADABLE,
     VANISHED,
     FileEntry,
@@ -64,6 +67,10 @@ class SnapshotResult:
     largest: list[tuple[str, int]] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def links_outside(self) -> list[Issue]:
+        """Links that leave the source directory (kept as links)."""
+        return [i for i in self.issues if i.kind == LINK_OUTSIDE]
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,9 +115,12 @@ def take_snapshot(
     cache_dir: str | None = None,
     exclude_dirs: tuple[str, ...] = (),
     progress: Progress | None = None,
+    secrets_policy: SecretsPolicy | None = None,
 ) -> SnapshotResult:
     """Snapshot ``source`` into ``store``. Raises ``SnapshotLimitError`` (nothing
-    stored) when over a limit and ``SnapshotError`` naming every unreadable path."""
+    stored) when over a limit, ``SnapshotSecretsError`` (nothing stored) when the
+    tree holds likely secrets and ``secrets_policy`` refuses them, and
+    ``SnapshotError`` naming every unreadable path."""
     t0 = time.perf_counter()
     started_ns = time.time_ns()
     limits = limits or Limits()
@@ -120,9 +130,13 @@ def take_snapshot(
     if errors:
         raise SnapshotError(_errors_message(src, errors))
     regular = [f for f in w.files if not f.is_link]
-    msg = over_limit_message(src, w.files, limits)
-    if msg is not None:
-        raise SnapshotLimitError(msg)
+    over = limit_error(src, w.files, limits)
+    if over is not None:
+        raise over
+    # Checked on the walk, before a blob is written: a refused tree stores nothing.
+    secrets = likely_secrets(f.path for f in w.files)
+    if secrets and secrets_policy is not None and secrets_policy.refuse:
+        raise SnapshotSecretsError(flagged_message(src, secrets, refused=secrets_policy), secrets)
 
     # Keyed by the store and its generation: a store that lost blobs starts afresh.
     cpath = statcache.cache_path(cache_dir, src, f"{store.store_id}.{store.generation()}") if cache_dir else None
@@ -219,7 +233,7 @@ def take_snapshot(
         limits=limits,
         issues=issues,
         largest=[(f.path, f.size) for f in largest_files(regular)],
-        secrets=likely_secrets(f.path for f in w.files),
+        secrets=secrets,
         seconds=time.perf_counter() - t0,
     )
 
@@ -231,7 +245,7 @@ def _version() -> str:
 
 
 def _errors_message(src: str, errors: list[Issue]) -> str:
-    lines = [f"Cannot take a snapshot of {src}: {len(errors)} path(s) cannot be read."]
+    lines = [f"Cannot take a snapshot of {src}: {plural(len(errors), 'path')} cannot be read."]
     for e in errors[:20]:
         lines.append(f"  {e.path}: {e.detail}")
     if len(errors) > 20:
@@ -247,6 +261,16 @@ def _errors_message(src: str, errors: list[Issue]) -> str:
 def load_manifest(store: ObjectStore, snapshot_id: str) -> mf.Manifest:
     """The verified manifest of a snapshot."""
     return mf.parse(store.get_bytes(snapshot_id), snapshot_id)
+
+
+def flagged_in_snapshot(store: ObjectStore, snapshot_id: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Likely secrets and links leaving the source in a stored snapshot (for a
+    rerun, which takes no new snapshot): ``(paths, [(link, "-> target")])``."""
+    manifest = load_manifest(store, snapshot_id)
+    secrets = likely_secrets(e.path for e in manifest.entries if e.type != mf.DIR)
+    links = [(e.path, f"-> {e.target}") for e in manifest.entries
+             if e.type == mf.LINK and link_leaves(e.path, e.target)]
+    return secrets, links
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runyard.config import format_size
+from runyard.config import format_size, plural
 from runyard.snapshot import manifest as mf
 from runyard.snapshot.engine import SnapshotResult
 from runyard.snapshot.walk import CHANGED, LINK_DANGLING, LINK_OUTSIDE, NOT_UTF8, SPECIAL_FILE, VANISHED
@@ -29,12 +29,12 @@ def render_create(r: SnapshotResult) -> str:
     """The preflight report; the snapshot id is the last line."""
     lines = [f"Snapshot of {r.source}"]
     lines.append(f"  files:  {_limit(r.files + r.links, r.limits.max_files)}"
-                 + (f"  ({r.links} links)" if r.links else ""))
+                 + (f"  ({plural(r.links, 'link')})" if r.links else ""))
     lines.append(f"  size:   {_limit(r.total_bytes, r.limits.max_bytes, format_size)}")
     if r.empty_dirs:
         lines.append(f"  empty directories: {r.empty_dirs}")
     lines.append(f"  stored: {r.new_blobs} new blobs ({format_size(r.new_bytes)}); "
-                 f"{r.files - r.read_files} files unchanged since the last snapshot")
+                 f"{plural(r.files - r.read_files, 'file')} unchanged since the last snapshot")
     if r.largest:
         lines.append("Largest files:")
         for path, size in r.largest[:5]:

@@ -9,12 +9,14 @@ fix it.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from runyard.config import ENV_MAX_BYTES, ENV_MAX_FILES, Limits, format_size
+from runyard.config import ENV_MAX_BYTES, ENV_MAX_FILES, ENV_SECRETS, Limits, SecretsPolicy, format_size, plural
+from runyard.errors import SnapshotLimitError
 from runyard.snapshot.walk import FileEntry
 
 TOP_N: Final = 10
@@ -45,6 +47,99 @@ def likely_secrets(paths: Iterable[str]) -> list[str]:
         if _SECRET_NAMES.fullmatch(name) and not _NOT_SECRETS.fullmatch(name):
             out.append(p)
     return out
+
+
+def link_leaves(path: str, target: str) -> bool:
+    """Whether a link at ``path`` (relative to the source) with ``target`` points
+    out of the source directory, as far as its text says (absolute, or up past
+    the root). The walk also follows links on the way; a manifest cannot.
+
+    >>> link_leaves("a/b", "../../etc/passwd"), link_leaves("a/b", "../c"), link_leaves("x", "/etc")
+    (True, False, True)
+    """
+    if target.startswith("/"):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+_FLAGGED_SHOWN: Final = 50
+
+
+def _listed(items: Sequence[str]) -> list[str]:
+    out = [f"  {p}" for p in items[:_FLAGGED_SHOWN]]
+    if len(items) > _FLAGGED_SHOWN:
+        out.append(f"  ... and {len(items) - _FLAGGED_SHOWN} more")
+    return out
+
+
+def flagged_message(
+    source: str,
+    secrets: Sequence[str],
+    links: Sequence[tuple[str, str]] = (),
+    *,
+    refused: SecretsPolicy | None = None,
+    reused_snapshot: str | None = None,
+) -> str:
+    """What a run says about likely secrets and links leaving the source:
+    each path, the ignore line that leaves it out, and how to change the policy.
+
+    ``links`` are (path, detail) pairs; ``refused`` is the policy that refuses
+    (the message is then an error's); ``reused_snapshot`` is the id of a
+    snapshot a rerun reuses (no new snapshot is taken, so an ignore line only
+    helps the next one).
+
+    >>> print(flagged_message("/src", [".env"]))  # doctest: +NORMALIZE_WHITESPACE
+    The snapshot of '/src' holds 1 likely secret; it is stored and goes with the run:
+      .env
+    To leave it out, add this line to /src/.amlignore:
+      /.env
+    To refuse such snapshots: --secrets refuse (SDK: secrets="refuse"), or for this workspace:
+    runyard config set snapshot.secrets refuse
+    """
+    lines: list[str] = []
+    what = f"snapshot {reused_snapshot[:12]} of '{source}', which this rerun reuses," if reused_snapshot else (
+        f"snapshot of '{source}'")
+    n = plural(len(secrets), "likely secret")
+    if refused is not None:
+        verb = f"rerun snapshot {reused_snapshot[:12]} of '{source}'" if reused_snapshot else (
+            f"take a snapshot of '{source}'")
+        done = "No run was recorded" if reused_snapshot else "Nothing was stored"
+        lines.append(f"Refused to {verb}: it holds {n}, and the secrets policy is 'refuse' "
+                     f"(set by {refused.source}). {done}.")
+        lines.extend(_listed(list(secrets)))
+        links = ()
+    else:
+        if secrets:
+            lines.append(f"The {what} holds {n}; {'it is' if len(secrets) == 1 else 'they are'} "
+                         f"{'in it' if reused_snapshot else 'stored'} and go{'es' if len(secrets) == 1 else ''} "
+                         "with the run:")
+            lines.extend(_listed(list(secrets)))
+        if links:
+            lines.append(f"{'The ' + what + ' has' if not secrets else 'It has'} "
+                         + ("1 link that leaves the source directory (kept as a link: the run may follow it to a "
+                            "file outside the snapshot):" if len(links) == 1 else
+                            f"{len(links)} links that leave the source directory (kept as links: the run may "
+                            "follow them to files outside the snapshot):"))
+            lines.extend(_listed([f"{p}  {d}".rstrip() for p, d in links]))
+    paths = [*secrets, *(p for p, _ in links)]
+    one = len(paths) == 1
+    where = ignore_file_hint(source)
+    if reused_snapshot:
+        lines.append(f"To leave {'it' if one else 'them'} out, add {'this line' if one else 'these lines'} to "
+                     f"{where} and start a new run with runyard run (a rerun runs its snapshot as it was):")
+    else:
+        lines.append(f"To leave {'it' if one else 'them'} out, add {'this line' if one else 'these lines'} to "
+                     f"{where}:")
+    lines.extend(_listed([escape_pattern(p) for p in paths]))
+    if refused is not None:
+        lines.append(f"If {'it' if one else 'they'} must go with the run, allow "
+                     f"{'it' if one else 'them'}: --secrets warn (SDK: secrets=\"warn\"), or {ENV_SECRETS}=warn, "
+                     "or for this workspace: runyard config set snapshot.secrets warn")
+    elif secrets:
+        lines.append('To refuse such snapshots: --secrets refuse (SDK: secrets="refuse"), or for this workspace: '
+                     "runyard config set snapshot.secrets refuse")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +276,48 @@ def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB"
 
 
-def over_limit_message(source: str, files: list[FileEntry], limits: Limits) -> str | None:
-    """The error text when the tree is over a limit, or None when it is not."""
+def over_limit_message(source: str, files: list[FileEntry], limits: Limits, command: str = "sdk") -> str | None:
+    """The error text when the tree is over a limit, or None when it is not.
+
+    ``command`` is what the user called, so that the advice names its own
+    option: one of :data:`RAISE_LIMIT` (``snapshot``, ``run``, ``submit``, ``sdk``).
+    """
+    error = limit_error(source, files, limits, command)
+    return None if error is None else str(error)
+
+
+RAISE_LIMIT: Final = {
+    # command -> how it raises (bytes, files) for one snapshot
+    "snapshot": ("runyard snapshot create --max-bytes 1GiB ...", "runyard snapshot create --max-files 5000 ..."),
+    "run": ("runyard run --max-bytes 1GiB ... SCRIPT", "runyard run --max-files 5000 ... SCRIPT"),
+    "submit": ('ScriptRunConfig(..., max_bytes="1GiB")', "ScriptRunConfig(..., max_files=5000)"),
+    "sdk": ('ws.snapshot(source_dir, max_bytes="1GiB")', "ws.snapshot(source_dir, max_files=5000)"),
+}
+
+
+def raise_limit_advice(command: str, over_bytes: bool, over_files: bool) -> str:
+    """How to raise the limits that are over, with the option of ``command`` (see :data:`RAISE_LIMIT`)."""
+    by_bytes, by_files = RAISE_LIMIT[command]
+    lines = ["Or raise the limit (0 turns it off):"]
+    if over_bytes:
+        lines.append(f"  {by_bytes}   or  {ENV_MAX_BYTES}=1GiB")
+        lines.append("  runyard config set snapshot.max_bytes 1GiB   (this workspace)")
+    if over_files:
+        lines.append(f"  {by_files}   or  {ENV_MAX_FILES}=5000")
+        lines.append("  runyard config set snapshot.max_files 5000   (this workspace)")
+    return "\n".join(lines)
+
+
+def limit_error_for(error: SnapshotLimitError, command: str) -> SnapshotLimitError:
+    """The same error, its advice naming the option of ``command`` (what the user typed)."""
+    return SnapshotLimitError(f"{error.report}\n{raise_limit_advice(command, error.over_bytes, error.over_files)}",
+                              report=error.report, over_bytes=error.over_bytes, over_files=error.over_files)
+
+
+def limit_error(source: str, files: list[FileEntry], limits: Limits, command: str = "sdk") -> SnapshotLimitError | None:
+    """The error to raise when the tree is over a limit, or None when it is not:
+    what is over, what is big (the folders with the most files, for a file
+    count), the ignore lines that fix it, and how ``command`` raises the limit."""
     total_b = sum(f.size for f in files)
     total_n = len(files)
     over_b = bool(limits.max_bytes) and total_b > limits.max_bytes
@@ -196,20 +331,27 @@ def over_limit_message(source: str, files: list[FileEntry], limits: Limits) -> s
         lines.append(f"Your project exceeds the file limit of {limits.max_files}.")
     lines.append("")
     lines.append(
-        f"The snapshot would hold {total_n} files, {format_size(total_b)} ({total_b} bytes); the limits are "
-        f"{limits.max_files or 'no limit'} files ({limits.max_files_from}) and "
-        f"{format_size(limits.max_bytes) if limits.max_bytes else 'no limit'} ({limits.max_bytes_from})."
+        f"The snapshot would hold {plural(total_n, 'file')}, {format_size(total_b)} ({plural(total_b, 'byte')}); "
+        f"the limits are {plural(limits.max_files, 'file') if limits.max_files else 'no file-count limit'} "
+        f"({limits.max_files_from}) and {format_size(limits.max_bytes) if limits.max_bytes else 'no size limit'} "
+        f"({limits.max_bytes_from})."
     )
-    lines.append("")
-    lines.append("Largest files:")
-    for f in largest_files(files):
-        lines.append(f"  {format_size(f.size):>10}  {f.path}")
     dirs = dir_stats(files)
-    if dirs:
+    if over_b:
         lines.append("")
-        lines.append("Largest directories:")
-        for d in largest_dirs(dirs, by_count=over_n and not over_b):
-            lines.append(f"  {format_size(d.bytes):>10}  {d.files:>6} files  {d.path}/")
+        lines.append("Largest files:")
+        for f in largest_files(files):
+            lines.append(f"  {format_size(f.size):>10}  {f.path}")
+        if dirs:
+            lines.append("")
+            lines.append("Largest directories:")
+            for d in largest_dirs(dirs):
+                lines.append(f"  {format_size(d.bytes):>10}  {plural(d.files, 'file'):>12}  {d.path}/")
+    if over_n and dirs:  # what counts is how many files, not how big they are
+        lines.append("")
+        lines.append("Directories with the most files:")
+        for d in largest_dirs(dirs, by_count=True):
+            lines.append(f"  {plural(d.files, 'file'):>12}  {format_size(d.bytes):>10}  {d.path}/")
     suggestions = suggest_ignore_lines(files, limits)
     if suggestions:
         lines.append("")
@@ -219,15 +361,9 @@ def over_limit_message(source: str, files: list[FileEntry], limits: Limits) -> s
         lines.append("Keep data in a datastore instead of the source directory; "
                      "check any path with: runyard snapshot explain PATH")
     lines.append("")
-    lines.append("Or raise the limit (0 turns it off):")
-    if over_b:
-        lines.append(f"  runyard snapshot create --max-bytes 1GiB ...   or  {ENV_MAX_BYTES}=1GiB")
-        lines.append("  runyard config set snapshot.max_bytes 1GiB   (this workspace)")
-    if over_n:
-        lines.append(f"  runyard snapshot create --max-files 5000 ...   or  {ENV_MAX_FILES}=5000")
-        lines.append("  runyard config set snapshot.max_files 5000   (this workspace)")
-    lines.append("  SDK: ws.snapshot(source_dir, max_bytes=..., max_files=...)")
-    return "\n".join(lines)
+    report = "\n".join(lines)
+    return SnapshotLimitError(f"{report}\n{raise_limit_advice(command, over_b, over_n)}", report=report,
+                              over_bytes=over_b, over_files=over_n)
 
 
 def ignore_file_hint(source: str) -> str:
