@@ -391,6 +391,7 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
         (["run", "train.py"], True),
         (["--workspace", "w", "run", "--source-dir", "s", "train.py", "--detach"], True),  # a script argument
         (["run", "--detach", "train.py"], False),
+        (["run", "--tag", "lr=0.1", "--detach", "train.py"], False),  # --tag takes a value
         (["run", "--help"], False),
         (["--help", "run"], False),
         (["runs", "ls"], False),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 
-_RUN_OPTIONS_WITH_VALUES = frozenset({"--source-dir", "-e", "--experiment", "--max-bytes", "--max-files", "--secrets"})
+_RUN_OPTIONS_WITH_VALUES = frozenset({"--source-dir", "-e", "--experiment", "--max-bytes", "--max-files", "--secrets",
+                                      "--tag"})
 
 
 def _is_foreground_run(argv: list[str]) -> bool:
