@@ -86,6 +86,32 @@ def test_translate_never_matching(pattern: bytes) -> None:
     assert translate(pattern) is None
 
 
+@pytest.mark.parametrize(
+    ("line", "matching", "not_matching"),
+    [
+        # git's t0008 "** not confused by matching leading prefix" (git >= 2.52).
+        (b"foo**/bar", [b"foo/bar"], [b"foobar"]),
+        (b"foo**/bar", [b"fooX/bar"], [b"foo/x/bar", b"fooX/y/bar"]),
+        (b"/foo**/bar", [b"foo/bar"], [b"foobar", b"foo/x/bar"]),
+        (b"foo**\\/bar", [b"foo/bar"], [b"foo/x/bar"]),
+        (b"a/b**", [b"a/b", b"a/bc"], [b"a/bc/d"]),
+        # A prefix that ends in '/' leaves the '**' at the start of a component.
+        (b"foo/**/bar", [b"foo/bar", b"foo/x/bar"], [b"foobar"]),
+        (b"a\\/**", [b"a/x/y"], [b"ax"]),
+    ],
+)
+def test_dstar_glued_to_literal_prefix_is_a_star(line: bytes, matching: list[bytes], not_matching: list[bytes]) -> None:
+    """git 2.52 hands wildmatch the prefix's last byte: the glued '**' starts no component."""
+    rules = IgnoreFile(".gitignore", line + b"\n")
+    assert [p for p in matching if rules.match(p, 0, False) is None] == []
+    assert [p for p in not_matching if rules.match(p, 0, False) is not None] == []
+
+
+def test_glued_dstar_compiles_as_a_star() -> None:
+    assert compile_pattern(b"foo**/bar") == compile_pattern(b"foo*/bar")
+    assert compile_pattern(b"a/b***") == compile_pattern(b"a/b*")
+
+
 def test_runs_of_double_stars_collapse() -> None:
     assert translate(b"a/**/**/**/b") == translate(b"a/**/b")
     assert translate(b"a/**/**") == translate(b"a/**")

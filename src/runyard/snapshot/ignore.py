@@ -15,9 +15,12 @@ git's ``wildmatch(..., WM_PATHNAME)`` and ``dir.c`` give it:
   ``[[:alpha:]]``, ``[[:a]`` as the set of ``[``, ``:`` and ``a``); a
   malformed class or a trailing backslash makes a pattern that matches
   nothing, as in git.
-* git compares an anchored pattern's literal prefix separately before calling
-  wildmatch on the rest, so ``**`` right after that prefix counts as being at
-  the start (``foo**/bar`` matches ``foo/x/bar``); we do the same.
+* git compares an anchored pattern's literal prefix separately and hands
+  wildmatch the rest together with the prefix's last byte, so ``**`` right
+  after a prefix that does not end in ``/`` is an ordinary ``*``:
+  ``foo**/bar`` matches ``foo/bar`` and ``fooX/bar``, not ``foobar`` or
+  ``foo/x/bar``. This is git 2.52's rule; older git handed over the rest
+  alone, so the ``**`` counted as being at the start and matched both.
 
 Within one file the last matching line decides; across files the deepest file
 with any matching line decides. Lines are parsed as git parses them: a UTF-8
@@ -364,11 +367,15 @@ def compile_pattern(line: bytes) -> tuple[bool, bool, bytes | None]:
         return negative, dir_only, None if body is None else b"(?>(?:.*/)?)" + body
     if p.startswith(b"/"):
         p = p[1:]
-    prefix = _simple_length(p)
-    rest = translate(p[prefix:])
+    # git (match_pathname) compares the literal prefix on its own and, since
+    # 2.52, passes its last byte on to wildmatch with the rest: a '**' glued to
+    # the prefix then does not start a component ('foo**/bar' is 'foo*/bar').
+    # The byte is never special, so it changes nothing else.
+    keep = max(_simple_length(p) - 1, 0)
+    rest = translate(p[keep:])
     if rest is None:
         return negative, dir_only, None
-    return negative, dir_only, re.escape(p[:prefix]) + rest
+    return negative, dir_only, re.escape(p[:keep]) + rest
 
 
 def _decode(b: bytes) -> str:
