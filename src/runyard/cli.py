@@ -721,6 +721,34 @@ def artifacts_download(ctx: click.Context, run_id: str, pattern: str | None, out
         click.echo(p)
 
 
+@main.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only say what would be done.")
+@click.pass_context
+def gc_cmd(ctx: click.Context, dry_run: bool) -> None:
+    """Remove what crashed runs and writers left: reap lost runs (their outputs
+    salvaged first), then remove leftover working directories and mounts,
+    temporary files in the store and unused snapshot layers."""
+    from runyard.cleanup import collect
+    from runyard.config import format_size, plural
+
+    report = collect(_open_workspace(ctx), dry_run=dry_run)
+    verbs = {"reap": "reap", "unmount": "unmount", "remove": "remove"}
+    for a in report.actions:
+        verb = f"would {verbs[a.what]}" if dry_run else {"reap": "reaped", "unmount": "unmounted",
+                                                          "remove": "removed"}[a.what]
+        size = f" ({format_size(a.bytes)})" if a.bytes else ""
+        click.echo(f"{verb} {a.path}{size}{f': {a.detail}' if a.detail else ''}")
+    for problem in report.problems:
+        click.echo(f"runyard: {problem}", err=True)
+    if not report.actions:
+        click.echo("Nothing to clean up.")
+    else:
+        click.echo(f"{'Would free' if dry_run else 'Freed'} {format_size(report.freed)} "
+                   f"({plural(len(report.actions), 'action')}).")
+    if report.problems:
+        raise SystemExit(1)
+
+
 def _add_data_commands() -> None:
     from runyard.cli_data import dataset_group, datastore_group
 

@@ -35,6 +35,10 @@ class ScriptRunConfig:
     """Inputs not named in ``arguments`` (those in it are found there)."""
     outputs: Sequence[Any] = ()
     """Declared outputs not named in ``arguments``."""
+    command: str | Sequence[Any] | None = field(default=None, kw_only=True)
+    """A whole command to run instead of ``script`` and ``arguments`` (as Azure ML's
+    ``command=``): a list runs as it is, a string through ``/bin/sh -c``; it runs in
+    the working directory with the run's Python first on ``PATH``."""
     secrets: str | None = field(default=None, kw_only=True)
     """``warn`` or ``refuse``: likely secrets in the snapshot (.env, keys) are stored with a
     ``SecretsWarning``, or refused (``SnapshotSecretsError``, nothing stored). Default:
@@ -67,8 +71,9 @@ class Experiment:
         from runyard.run import Run
         from runyard.runs import RunSpec, submit
 
-        if not config.script:
-            raise RunError("ScriptRunConfig needs a script: ScriptRunConfig(source_directory=..., script='train.py').")
+        if not config.script and config.command is None:
+            raise RunError("ScriptRunConfig needs a script or a command: ScriptRunConfig(source_directory=..., "
+                           "script='train.py'), or command=['python', 'train.py'].")
         arguments: list[str] = [str(a) for a in config.arguments]
         inputs: list[Any] = []
         outputs: list[Any] = []
@@ -79,8 +84,9 @@ class Experiment:
             arguments, inputs, outputs = collect(config.arguments, config.inputs, config.outputs)
         spec = RunSpec(
             source_directory=config.source_directory,
-            script=config.script,
+            script=config.script or "",
             arguments=arguments,
+            command=config.command if isinstance(config.command, str | None) else [str(a) for a in config.command],
             inputs=inputs,
             outputs=outputs,
             experiment=self.name,

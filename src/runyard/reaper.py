@@ -275,7 +275,7 @@ def _recover_data(ws: Workspace, folder: RunFolder, workdir: str | None) -> tupl
     """Store the declared outputs the run wrote (as partial: the run failed) and list its data for lineage."""
     from runyard.data.materialize import RunData
 
-    _unmount_data(folder)  # a writable mount's helper stores what it holds as it stops
+    unmount_data(folder)  # a writable mount's helper stores what it holds as it stops
     try:
         data = RunData.load(ws, folder.path, workdir or os.path.join(folder.work, "wd"), lambda _text: None)
         if data is None:
@@ -289,9 +289,11 @@ def _clean_up(ws: Workspace, folder: RunFolder) -> None:
     """Undo the run's mounts and remove its working directory and raw output (best effort)."""
     from runyard.agent.workdir import cleanup_stale
 
-    _unmount_data(folder)
+    unmount_data(folder)
     try:
         cleanup_stale(folder.work)
+        if os.path.isdir(folder.work):
+            os.rmdir(folder.work)
     except Exception:  # what is left, runyard gc removes
         pass
     for path in (folder.raw_output,):
@@ -306,7 +308,7 @@ def _clean_up(ws: Workspace, folder: RunFolder) -> None:
         shutil.rmtree(inputs, ignore_errors=True)
 
 
-def _unmount_data(folder: RunFolder) -> None:
+def unmount_data(folder: RunFolder) -> None:
     """Unmount the input and output mounts a dead supervisor left (their helpers end then)."""
     from runyard.agent.workdir import mounts_below
 
@@ -332,7 +334,7 @@ def _unmount_data(folder: RunFolder) -> None:
 def _remove(folder: RunFolder) -> None:
     import shutil
 
-    _unmount_data(folder)
+    unmount_data(folder)
     try:
         from runyard.agent.workdir import cleanup_stale
 
@@ -347,4 +349,4 @@ def _count(items: Sized, word: str) -> str:
     return f"{len(items)} {word}{'' if len(items) == 1 else 's'}"
 
 
-__all__ = ["LOST_AFTER_REMOTE", "reap", "reap_lost", "unattended_runs"]
+__all__ = ["LOST_AFTER", "LOST_AFTER_REMOTE", "reap", "reap_lost", "unattended_runs", "unmount_data"]

@@ -186,6 +186,8 @@ class RunFolder:
         Raises ``RunError`` when the run was reaped meanwhile (its marker was
         removed while this process waited for the lock): it must not run then.
         """
+        if not os.path.exists(self.marker) and os.path.exists(self.end):
+            raise RunError(f"Run {self.run_id} has ended already (it was reaped, or ran); it is not started again.")
         fd = self.claim()
         if os.fstat(fd).st_nlink == 0:
             os.close(fd)

@@ -419,7 +419,12 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         arguments = [PLACEHOLDER_RE.sub(lambda m: paths.get(m.group(0), m.group(0)), a) for a in arguments]
     try:
         if request.command:
-            command = command_line(request.command)
+            whole = request.command
+            if data is not None:  # ${{inputs.NAME}} / ${{outputs.NAME}} in a command too
+                sub = data.paths()
+                fill = partial(PLACEHOLDER_RE.sub, lambda m: sub.get(m.group(0), m.group(0)))
+                whole = fill(whole) if isinstance(whole, str) else [fill(a) for a in whole]
+            command = command_line(whole)
         else:
             command = command_for(runner_for(os.path.join(wd, request.script), request.script), request.script,
                                   arguments, python)

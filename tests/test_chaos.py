@@ -1,0 +1,30 @@
+"""Chaos in the suite: runs killed at random moments lose nothing (see tests/chaos.py).
+
+A few trials of every kind of kill per run of the suite; ``bench/chaos.py``
+runs hundreds and prints the figures for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from chaos import KINDS, Chaos, summary
+from runyard.workspace import Workspace
+
+pytestmark = pytest.mark.timeout(600)
+
+TRIALS = int(os.environ.get("RUNYARD_CHAOS_TRIALS", "6"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_killed_at_random_loses_nothing_written_before(kind: str, tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    chaos = Chaos(ws.path, tmp_path)
+    trials = [chaos.run(kind, seed) for seed in range(TRIALS)]
+    print(summary(trials))
+    bad = [(t.run_id, t.when, t.violations) for t in trials if t.violations]
+    assert not bad, summary(trials) + "\n" + "\n".join(map(str, bad))
+    assert sum(t.checked_files for t in trials) > 0  # the kills did not all land before anything was written

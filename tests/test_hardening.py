@@ -1,0 +1,325 @@
+"""What a run promises when its supervisor dies, and what is left behind.
+
+Real supervisors killed with SIGKILL, real overlay mounts, real leftovers;
+each test failed on the code before the reaper salvaged runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import runyard
+from runyard.agent.folder import RunFolder
+from runyard.agent.workdir import mounts_below
+from runyard.compute.local import pid_alive
+from runyard.errors import RunError
+from runyard.history import RunStatus
+from runyard.runs import RunSpec, get_run, prepare, record
+from runyard.workspace import Workspace
+from trees import write_script
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "proj"
+    d.mkdir()
+    return d
+
+
+def submit(ws: Workspace, src: Path, script: str, *args: str, **config: object) -> runyard.Run:
+    cfg = runyard.ScriptRunConfig(source_directory=str(src), script=script, arguments=list(args), **config)  # type: ignore[arg-type]
+    return runyard.Experiment(ws, "h").submit(cfg)
+
+
+def wait_for(check: object, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(0.02)
+
+
+def identity(ws: Workspace, run_id: str) -> dict[str, object]:
+    return RunFolder.of(ws.path, run_id).read_identity()
+
+
+def kill_and_wait(pid: object) -> None:
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), 10, f"pid {pid} to die")
+
+
+WRITES_THEN_WAITS = """
+    import os, sys, time
+    os.makedirs("outputs/deep", exist_ok=True)
+    for i in range(30):
+        with open(f"outputs/deep/part-{i:02d}.txt", "w") as f:
+            f.write(f"part {i}\\n" * (i + 1))
+    with open("logs/train.log", "w") as f:
+        f.write("epoch 1\\nepoch 2\\n")
+    print("all written", flush=True)
+    print("progress 10%\\rprogress 100%", end="", flush=True)
+    time.sleep(600)
+"""
+
+
+def _check_salvaged(ws: Workspace, run: runyard.Run) -> None:
+    names = set(run.get_file_names())
+    assert {f"outputs/deep/part-{i:02d}.txt" for i in range(30)} <= names
+    assert "logs/train.log" in names and "runyard_logs/driver_log.txt" in names
+    store = ws.open_store()
+    arts = {a.name: a for a in run.history.list_artifacts(run.id)}
+    assert store.get_bytes(arts["outputs/deep/part-07.txt"].digest) == b"part 7\n" * 8
+    log = store.get_bytes(arts["runyard_logs/driver_log.txt"].digest).decode()
+    assert log.endswith("all written\nprogress 100%\n")  # the last line, which had no newline, is kept
+    assert store.get_bytes(arts["logs/train.log"].digest) == b"epoch 1\nepoch 2\n"
+
+
+def test_a_dead_supervisor_loses_no_output_log_or_last_line(workspace: Workspace, src: Path) -> None:
+    write_script(src, "w.py", WRITES_THEN_WAITS)
+    run = submit(workspace, src, "w.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: "all written" in Path(folder.raw_output).read_text() if os.path.exists(folder.raw_output)
+             else False, what="the script's output")
+    who = identity(workspace, run.id)
+    kill_and_wait(who["pid"])
+    wait_for(lambda: not pid_alive(who["script_pid"]), 10, "the script to die with its supervisor")  # type: ignore[arg-type]
+    assert run.get_status() == "Failed"  # one read: salvaged, recorded, cleaned up
+    details = run.get_details()
+    assert "lost" in details["error"] and "was stopped with it" in details["error"]
+    _check_salvaged(workspace, run)
+    assert mounts_below(os.path.realpath(folder.path)) == []
+    assert not os.path.exists(folder.work) and not os.path.exists(folder.marker)
+
+
+def test_a_reboot_leaves_the_outputs_in_the_overlay_upper_layer(workspace: Workspace, src: Path) -> None:
+    """Processes gone and the overlay unmounted, as after a reboot: the run's own layer has its files."""
+    write_script(src, "w.py", WRITES_THEN_WAITS)
+    run = submit(workspace, src, "w.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "all written" in Path(folder.raw_output).read_text())
+    who = identity(workspace, run.id)
+    kill_and_wait(who["pid"])
+    wd = os.path.join(folder.work, "wd")
+    if os.path.ismount(wd):
+        subprocess.run(["umount", "-l", wd], check=True)
+    assert run.get_status() == "Failed"
+    _check_salvaged(workspace, run)
+
+
+def test_a_supervisor_killed_before_it_recorded_the_run_leaves_nothing(workspace: Workspace, src: Path) -> None:
+    """`runyard run`'s supervisor killed right after it took the run: the
+    history has no record yet; the next read records it lost and cleans up."""
+    write_script(src, "s.py", "import time\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, "run",
+                             "--source-dir", str(src), "s.py"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = Path(workspace.runs_dir)
+    wait_for(lambda: runs.exists() and any((runs / r / "supervisor.json").exists() for r in os.listdir(runs)))
+    run_id = os.listdir(runs)[0]
+    kill_and_wait(identity(workspace, run_id)["pid"])
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    rec = get_run(workspace, run_id)
+    assert rec.status is RunStatus.FAILED and "lost" in (rec.error or "")
+    assert mounts_below(os.path.realpath(workspace.runs_dir)) == []
+    assert not os.path.exists(RunFolder.of(workspace.path, run_id).work)
+    assert os.listdir(os.path.join(workspace.path, "active")) == []
+
+
+def test_a_run_nobody_took_over_is_lost_at_once_not_after_a_timeout(workspace: Workspace, src: Path) -> None:
+    """`runyard run --detach` killed between recording the run and starting its supervisor."""
+    write_script(src, "x.py", "print(1)\n")
+    request = prepare(workspace, RunSpec(source_directory=str(src), script="x.py"))
+    history = workspace.open_history()
+    record(history, request)
+    assert get_run(workspace, request.run_id, history).status is RunStatus.QUEUED  # looked after: left alone
+    assert request.claim is not None
+    os.close(request.claim)  # the process dies
+    started = time.monotonic()
+    rec = get_run(workspace, request.run_id, history)
+    assert rec.status is RunStatus.FAILED and "never started" in (rec.error or "")
+    assert time.monotonic() - started < 5
+
+
+def test_a_late_supervisor_does_not_run_a_reaped_run(workspace: Workspace, src: Path) -> None:
+    write_script(src, "x.py", "open('ran', 'w')\n")
+    request = prepare(workspace, RunSpec(source_directory=str(src), script="x.py"))
+    assert request.claim is not None
+    os.close(request.claim)
+    history = workspace.open_history()
+    assert get_run(workspace, request.run_id, history).status is RunStatus.FAILED
+    with pytest.raises(RunError, match=r"reaped|ended already"):
+        RunFolder.of(workspace.path, request.run_id).hold()
+
+
+def test_the_journal_records_outputs_as_they_settle(workspace: Workspace, src: Path) -> None:
+    """Stored and recorded while the script runs, before any end: the durable record of the live sync."""
+    write_script(src, "s.py", """
+        import os, time
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/early.txt", "w").write("early")
+        open("logs/early.log", "w").write("log")
+        print("written", flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "s.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    try:
+        def journaled() -> set[str]:
+            try:
+                return {json.loads(line)["name"] for line in Path(folder.journal).read_text().splitlines()}
+            except FileNotFoundError:
+                return set()
+
+        wait_for(lambda: {"outputs/early.txt", "logs/early.log"} <= journaled(), 30, "the journal")
+        wait_for(lambda: {"outputs/early.txt", "logs/early.log"} <= set(run.get_file_names()), 30, "the history")
+        assert run.get_status() == "Running"
+    finally:
+        run.cancel()
+        run.wait_for_completion(raise_on_error=False)
+
+
+def test_hostile_journal_lines_are_skipped_by_the_reaper(workspace: Workspace, src: Path) -> None:
+    write_script(src, "s.py", """
+        import json, os, time
+        with open(os.path.join(os.environ["RUNYARD_WORKSPACE"], "runs", os.environ["RUNYARD_RUN_ID"],
+                               "artifacts.jsonl"), "a") as f:
+            f.write(json.dumps({"name": "../../escape", "size": 1, "digest": "0" * 64}) + "\\n")
+            f.write(json.dumps({"name": "outputs/forged", "size": 1, "digest": "z" * 64}) + "\\n")
+            f.write('{"torn": ')
+        print("done", flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "s.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "done" in Path(folder.raw_output).read_text())
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    assert run.get_status() == "Failed"
+    assert run.get_file_names() == ["runyard_logs/driver_log.txt"]
+
+
+def test_only_what_the_run_wrote_is_its_artifacts(workspace: Workspace, src: Path) -> None:
+    (src / "outputs").mkdir()
+    (src / "outputs" / "old_model.json").write_text("{}")
+    (src / "outputs" / "changed.txt").write_text("before")
+    (src / "logs").mkdir()
+    (src / "logs" / "old.log").write_text("old\n")
+    write_script(src, "t.py", """
+        open("outputs/new.txt", "w").write("new")
+        open("outputs/changed.txt", "w").write("after")
+    """)
+    run = submit(workspace, src, "t.py")
+    run.wait_for_completion()
+    assert sorted(run.get_file_names()) == ["outputs/changed.txt", "outputs/new.txt", "runyard_logs/driver_log.txt"]
+
+
+@pytest.mark.parametrize(("name", "body", "expect"), [
+    ("job.sh", "echo from bash $BASH_VERSION | cut -c1-9\necho args \"$@\"\n", "from bash"),
+    ("job", "#!/bin/sh\necho from sh\necho args \"$@\"\n", "from sh"),
+    ("job.py", "import sys\nprint('from python', sys.version_info[0])\nprint('args', *sys.argv[1:])\n",
+     "from python 3"),
+])
+def test_a_script_runs_by_its_kind(workspace: Workspace, src: Path, name: str, body: str, expect: str) -> None:
+    (src / name).write_text(body)
+    run = submit(workspace, src, name, "a", "b c")
+    run.wait_for_completion()
+    log = Path(RunFolder.of(workspace.path, run.id).driver_log).read_text()
+    assert expect in log and "args a b c" in log
+
+
+@pytest.mark.parametrize(("name", "body", "hint"), [
+    ("nb.ipynb", '{"cells": [], "metadata": null}', "nbconvert"),
+    ("model.R", "print(1)\n", "#!"),
+])
+def test_what_runyard_cannot_run_is_refused_before_anything_is_stored(workspace: Workspace, src: Path,
+                                                                     name: str, body: str, hint: str) -> None:
+    (src / name).write_text(body)
+    with pytest.raises(RunError, match=hint):
+        submit(workspace, src, name)
+    assert workspace.open_history().list_runs() == []
+    assert workspace.open_store().list_snapshots() == []
+
+
+def test_a_command_runs_as_given_with_the_runs_python_first_on_path(workspace: Workspace, src: Path) -> None:
+    write_script(src, "t.py", "import sys\nprint('exe', sys.executable)\nprint('args', sys.argv[1:])\n")
+    run = submit(workspace, src, None, command=["python", "t.py", "--lr", "0.1"])  # type: ignore[arg-type]
+    run.wait_for_completion()
+    log = Path(RunFolder.of(workspace.path, run.id).driver_log).read_text()
+    assert f"exe {os.path.dirname(sys.executable)}/python" in log and "args ['--lr', '0.1']" in log
+    shell = submit(workspace, src, None, command="echo one && echo two > outputs/two.txt")  # type: ignore[arg-type]
+    shell.wait_for_completion()
+    assert "outputs/two.txt" in shell.get_file_names()
+    with pytest.raises(RunError, match="not both"):
+        submit(workspace, src, "t.py", command=["python", "t.py"])
+
+
+def test_gc_reaps_and_removes_what_crashes_left(workspace: Workspace, src: Path, tmp_path: Path) -> None:
+    from runyard.cleanup import collect
+
+    write_script(src, "w.py", WRITES_THEN_WAITS)
+    run = submit(workspace, src, "w.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "all written" in Path(folder.raw_output).read_text())
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    # A store writer that died mid-write, a layer build that crashed, a folder of a run that never was.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp_blob = Path(workspace.path, "store", "tmp", f"{'ab' * 8}.{dead.pid}.1.beef")
+    tmp_blob.write_bytes(b"half a blob")
+    building = Path(workspace.cache_dir, "lower", f".building-{'cd' * 8}-{dead.pid}-1")
+    building.mkdir(parents=True)
+    (building / "x").write_text("x")
+    old = time.time() - 120
+    for p in (tmp_blob, building):
+        os.utime(p, (old, old))
+    stray = Path(workspace.runs_dir, "h_1700000000_deadbeef")
+    stray.mkdir()
+
+    dry = collect(workspace, dry_run=True)
+    planned = {(a.what, a.path) for a in dry.actions}
+    assert ("reap", folder.path) in planned
+    assert ("remove", str(tmp_blob)) in planned and ("remove", str(building)) in planned
+    assert ("remove", str(stray)) in planned
+    assert tmp_blob.exists() and building.exists() and stray.exists()  # a dry run touches nothing
+    assert not workspace.open_history().get_run(run.id).is_terminal
+
+    done = collect(workspace)
+    assert not done.problems, done.problems
+    assert not tmp_blob.exists() and not building.exists() and not stray.exists()
+    assert run.get_status() == "Failed"
+    _check_salvaged(workspace, run)
+    assert mounts_below(os.path.realpath(workspace.path)) == []
+    assert collect(workspace).actions == []  # nothing left the second time
+
+
+def test_gc_leaves_a_running_run_alone(workspace: Workspace, src: Path) -> None:
+    from runyard.cleanup import collect
+
+    write_script(src, "s.py", "print('up', flush=True)\nimport time\ntime.sleep(600)\n")
+    run = submit(workspace, src, "s.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    try:
+        wait_for(lambda: os.path.exists(folder.raw_output) and "up" in Path(folder.raw_output).read_text())
+        report = collect(workspace)
+        assert not [a for a in report.actions if a.path.startswith(folder.path)]
+        assert run.get_status() in ("Queued", "Preparing", "Running")  # (recorded Running a moment later)
+        assert os.path.ismount(os.path.join(folder.work, "wd")) == (os.geteuid() == 0)
+    finally:
+        run.cancel()
+        run.wait_for_completion(raise_on_error=False)
+
+
+def test_gc_cli_dry_run_and_nothing_to_do(workspace: Workspace) -> None:
+    done = subprocess.run([sys.executable, "-m", "runyard", "--workspace", workspace.path, "gc", "--dry-run"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Nothing to clean up." in done.stdout
