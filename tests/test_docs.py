@@ -63,10 +63,7 @@ def test_documented_defaults_are_the_code_s() -> None:
     from runyard.data.transfer import DEFAULT_CONCURRENCY, LOCAL_THREADS, concurrency
     from runyard.snapshot.report import TOP_N
 
-    try:
-        from runyard.reaper import LOST_AFTER_REMOTE
-    except ImportError:  # before the reaper had a module of its own
-        from runyard.runs import LOST_AFTER_REMOTE  # type: ignore[attr-defined,no-redef]
+    from runyard.reaper import LOST_AFTER_REMOTE
 
     cli, data, runs = _doc("cli.md"), _doc("data.md"), _doc("runs.md")
     assert (300 * MiB, 2000) == (DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES)

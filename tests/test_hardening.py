@@ -323,3 +323,20 @@ def test_gc_cli_dry_run_and_nothing_to_do(workspace: Workspace) -> None:
     done = subprocess.run([sys.executable, "-m", "runyard", "--workspace", workspace.path, "gc", "--dry-run"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "Nothing to clean up." in done.stdout
+
+
+def test_artifacts_download_without_o_stays_out_of_the_next_snapshot(workspace: Workspace, src: Path) -> None:
+    write_script(src, "t.py", "open('outputs/model.json', 'w').write('{}')\n")
+    first = submit(workspace, src, "t.py")
+    first.wait_for_completion()
+    done = subprocess.run([sys.executable, "-m", "runyard", "--workspace", workspace.path, "artifacts", "download",
+                           first.id], capture_output=True, text=True, timeout=60, cwd=src)
+    assert done.returncode == 0, done.stderr
+    where = Path(workspace.downloads_dir, first.id)
+    assert (where / "outputs" / "model.json").read_text() == "{}"
+    assert str(where) in done.stderr and "no snapshot" in done.stderr
+    assert sorted(os.listdir(src)) == ["t.py"]  # nothing written into the source directory
+    write_script(src, "quiet.py", "print('nothing written')\n")
+    second = submit(workspace, src, "quiet.py")
+    second.wait_for_completion()
+    assert second.get_file_names() == ["runyard_logs/driver_log.txt"]

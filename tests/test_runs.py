@@ -35,6 +35,16 @@ def src(tmp_path: Path) -> Path:
     return d
 
 
+def default_sigint() -> None:
+    """In a child about to run ``runyard run``: Ctrl-C does what it does in a terminal.
+
+    The suite may have been started with SIGINT ignored (a background job, some
+    CI runners); a child inherits that, and Python then never raises
+    KeyboardInterrupt. A test that sends SIGINT resets it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def submit(ws: Workspace, src: Path, script: str, *args: str, experiment: str = "t") -> runyard.Run:
     cfg = runyard.ScriptRunConfig(source_directory=str(src), script=script, arguments=list(args))
     return runyard.Experiment(ws, experiment).submit(cfg)
@@ -372,7 +382,7 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
     write(src, "wait.py", SIGTERM_AWARE)
     proc = subprocess.Popen([sys.executable, "-m", "runyard.cli", "--workspace", workspace.path, "run",
                              "--source-dir", str(src), "-e", "ctrlc", "wait.py"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
     proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
@@ -392,6 +402,10 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
         (["--workspace", "w", "run", "--source-dir", "s", "train.py", "--detach"], True),  # a script argument
         (["run", "--detach", "train.py"], False),
         (["run", "--tag", "lr=0.1", "--detach", "train.py"], False),  # --tag takes a value
+        (["run", "--input", "x=dataset:d", "--detach", "train.py"], False),  # so do the data options
+        (["run", "--output", "m", "--register-output", "m=model", "--overwrite-output", "m", "--detach", "t.py"],
+         False),
+        (["--workspace=w", "run", "-e", "x", "t.py"], True),
         (["run", "--help"], False),
         (["--help", "run"], False),
         (["runs", "ls"], False),
@@ -451,7 +465,7 @@ def test_ctrl_c_at_once_cancels_even_before_the_history_has_the_run(workspace: W
     """)
     proc = subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, "run",
                              "--source-dir", str(src), "-e", "early", "ticks.py"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     assert proc.stderr is not None
     first = proc.stderr.readline()  # "runyard: run <id> (snapshot ...)": the supervisor was just handed the run
     proc.send_signal(signal.SIGINT)

@@ -1,18 +1,29 @@
 """The ``runyard`` command's entry point.
 
 For ``runyard run`` (without ``--detach``), the run's supervisor is forked
-here, before anything else is imported, so that it loads the run history
-(SQLAlchemy takes about 0.2 s to import) while the command parses its
-arguments and takes the snapshot. Every other command goes straight to
-:mod:`runyard.cli`.
+here, before the command parses its arguments, so that it loads its modules
+while the command starts up and takes the snapshot. Every other command goes
+straight to :mod:`runyard.cli`.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-_RUN_OPTIONS_WITH_VALUES = frozenset({"--source-dir", "-e", "--experiment", "--max-bytes", "--max-files", "--secrets",
-                                      "--tag"})
+if TYPE_CHECKING:
+    import click
+
+
+def _taking_values(command: click.Command) -> set[str]:
+    """The option names of ``command`` that take a value (read from its own parameters, so never out of date)."""
+    import click
+
+    out: set[str] = set()
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.is_flag and not param.count and param.nargs != 0:
+            out.update(param.opts)
+    return out
 
 
 def _is_foreground_run(argv: list[str]) -> bool:
@@ -20,12 +31,16 @@ def _is_foreground_run(argv: list[str]) -> bool:
 
     Only the options before the script count: what follows it is the script's.
     """
+    from runyard.cli import main, run_cmd
+
+    global_values = _taking_values(main)
+    run_values = _taking_values(run_cmd)
     args = list(argv)
     while args and args[0].startswith("-"):
         opt = args.pop(0)
-        if opt == "--workspace" and args:
+        if opt in global_values and args:
             args.pop(0)
-        elif not opt.startswith("--workspace="):
+        elif opt.split("=", 1)[0] not in global_values:
             return False  # --help, --version: not a run
     if not args or args.pop(0) != "run":
         return False
@@ -33,7 +48,7 @@ def _is_foreground_run(argv: list[str]) -> bool:
         opt = args.pop(0)
         if opt in ("--detach", "-h", "--help"):
             return False
-        if opt in _RUN_OPTIONS_WITH_VALUES and args:
+        if opt in run_values and args:
             args.pop(0)
     return bool(args)
 

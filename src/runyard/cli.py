@@ -703,22 +703,31 @@ def artifacts_ls(ctx: click.Context, run_id: str) -> None:
 @artifacts_group.command("download")
 @click.argument("run_id")
 @click.argument("pattern", required=False)
-@click.option("-o", "--output", "output", default=".", type=click.Path(file_okay=False), show_default=True,
-              help="Directory to download into (names are kept: outputs/model.pt -> DIR/outputs/model.pt).")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False),
+              help="Directory to download into (names are kept: outputs/model.pt -> DIR/outputs/model.pt). "
+                   "Default: the workspace's downloads/RUN_ID/, which no snapshot takes in.")
 @click.pass_context
-def artifacts_download(ctx: click.Context, run_id: str, pattern: str | None, output: str) -> None:
-    """Download a run's artifacts (those matching the glob PATTERN) into a directory."""
+def artifacts_download(ctx: click.Context, run_id: str, pattern: str | None, output: str | None) -> None:
+    """Download a run's artifacts (those matching the glob PATTERN) into a directory.
+
+    Without -o they go to downloads/RUN_ID/ in the workspace, not into the
+    current folder: there the next snapshot of the source would take them in,
+    and the next run would carry the old run's outputs."""
+    from runyard.config import plural
     from runyard.run import Run
     from runyard.runs import get_run
 
     ws = _open_workspace(ctx)
     run_id = get_run(ws, run_id).id  # RUN_ID may be a unique prefix
-    paths = Run(ws, run_id).download_files(output_directory=output, pattern=pattern)
+    where = output if output is not None else os.path.join(ws.downloads_dir, run_id)
+    paths = Run(ws, run_id).download_files(output_directory=where, pattern=pattern)
     if not paths:
         raise _Failure(f"No artifact of run {run_id} matches {pattern!r}. "
                        f"List them with: runyard artifacts ls {run_id}")
     for p in paths:
         click.echo(p)
+    note = "" if output is not None else " (in the workspace, which no snapshot takes in; -o DIR puts them elsewhere)"
+    click.echo(f"Downloaded {plural(len(paths), 'file')} into {os.path.abspath(where)}{note}.", err=True)
 
 
 @main.command("gc")

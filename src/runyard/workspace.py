@@ -15,7 +15,9 @@ Layout::
       credentials.json datastore credentials (mode 0600; never in the history)
       store/           the default object store (snapshots, artifacts)
       datastore/       the ``default`` datastore's folder
-      runs/            per-run state while a run is going (working dirs, live logs, data plan)
+      runs/            per-run folders: request, live logs, working dir while it runs (see runyard.agent.folder)
+      active/          a marker per unfinished run, locked by whoever looks after it
+      downloads/       ``runyard artifacts download`` without -o: downloads/<run id>/
       cache/           stat caches, snapshot layers, downloaded inputs (safe to delete)
 """
 
@@ -268,6 +270,12 @@ class Workspace:
     @property
     def runs_dir(self) -> str:
         return os.path.join(self.path, "runs")
+
+    @property
+    def downloads_dir(self) -> str:
+        """Where ``runyard artifacts download`` puts a run's files when not told
+        where: inside the workspace, which no snapshot ever takes in."""
+        return os.path.join(self.path, "downloads")
 
     @property
     def cache_dir(self) -> str:
