@@ -19,7 +19,7 @@ is in the stored driver log; every log line written before the kill is in the
 stored ``logs/train.log``; every artifact's blob is intact; the history passes
 ``PRAGMA integrity_check``; nothing is left mounted, running or marked active.
 
-``tests/test_chaos.py`` runs a few dozen trials in the suite; ``bench/chaos.py``
+``tests/test_chaos.py`` runs a few dozen trials in the suite; ``bench/bench_chaos.py``
 runs hundreds and prints the figures.
 """
 
@@ -268,10 +268,10 @@ class Chaos:
             for r in before:
                 if r["kind"] == "file":
                     trial.checked_files += 1
-                    a = arts.get(str(r["name"]))
-                    if a is None:
+                    got = arts.get(str(r["name"]))
+                    if got is None:
                         trial.violations.append(f"lost output {r['name']}")
-                    elif a.digest != r["digest"]:
+                    elif got.digest != r["digest"]:
                         trial.violations.append(f"wrong content for {r['name']}")
                 elif r["kind"] == "line":
                     trial.checked_lines += 1

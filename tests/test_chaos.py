@@ -1,6 +1,6 @@
 """Chaos in the suite: runs killed at random moments lose nothing (see tests/chaos.py).
 
-A few trials of every kind of kill per run of the suite; ``bench/chaos.py``
+A few trials of every kind of kill per run of the suite; ``bench/bench_chaos.py``
 runs hundreds and prints the figures for docs/benchmarks.md.
 """
 
