@@ -872,7 +872,7 @@ def test_an_absolute_mount_of_a_dead_supervisor_is_unmounted(workspace: Workspac
         os.kill(pid, signal.SIGKILL)
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-            assert run.get_status() == "Failed"
+        assert run.get_status() == "Failed"
         assert not is_mounted(where)
     finally:  # whatever failed above, nothing stays running or mounted
         run.cancel()
