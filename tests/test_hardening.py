@@ -340,3 +340,25 @@ def test_artifacts_download_without_o_stays_out_of_the_next_snapshot(workspace: 
     second = submit(workspace, src, "quiet.py")
     second.wait_for_completion()
     assert second.get_file_names() == ["runyard_logs/driver_log.txt"]
+
+
+def test_the_reaper_does_not_read_again_what_the_live_sync_stored(workspace: Workspace, src: Path) -> None:
+    from runyard.agent.salvage import salvage
+
+    write_script(src, "s.py", """
+        import os, time
+        os.makedirs("outputs", exist_ok=True)
+        for i in range(5):
+            open(f"outputs/ckpt-{i}.bin", "wb").write(os.urandom(200_000))
+        print("saved", flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "s.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.journal) and Path(folder.journal).read_text().count("ckpt-") == 5,
+             30, "the live sync to store the checkpoints")
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    taken = salvage(workspace.open_store(), folder, identity(workspace, run.id).get("snapshot_id") or None)
+    assert {f"outputs/ckpt-{i}.bin" for i in range(5)} <= {a.name for a in taken.artifacts}
+    assert taken.read == 0 and taken.recovered == 0
+    assert run.get_status() == "Failed"

@@ -75,10 +75,15 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
     folder = RunFolder.of(ws.path, run_id)
     if not os.path.isdir(folder.path) and not os.path.exists(folder.marker):
         return None  # another host's run, or one whose folder was removed: nothing here to reap
+    here = os.uname().nodename
+    if folder.marker_info().get("host", here) != here:
+        return None  # another machine's run (a shared workspace): its lock means nothing here
     with folder.reaping() as attended:
         if attended:
             return None
         record = _record(history, run_id)
+        if record is not None and record.host and record.host != here:
+            return None
         if attended is None:  # no marker: it ended properly, or it is older than markers
             if record is None or record.is_terminal:
                 return None

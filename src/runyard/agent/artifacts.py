@@ -410,6 +410,18 @@ class OutputsSync:
     def records(self) -> list[ArtifactRecord]:
         return [s.record for _, s in sorted(self._synced.items())]
 
+    def key_of(self, name: str) -> _Key | None:
+        """The stat key (size, mtime_ns, ctime_ns, inode) the stored bytes of ``name`` belong to, when sure."""
+        synced = self._synced.get(name)
+        return synced.key if synced is not None else None
+
+    def preload(self, known: dict[str, tuple[_Key, ArtifactRecord]]) -> None:
+        """Take these files as stored already while their stat key is unchanged (a journal's records):
+        a scan then reads only what changed since, or was never stored."""
+        for name, (key, record) in known.items():
+            if name.startswith(self.prefix + "/"):
+                self._synced[name] = _Synced(key, record)
+
     def scan(self, final: bool = False) -> list[ArtifactRecord]:
         """Store what is stable (everything, with ``final=True``); return the records stored now."""
         start = time.time_ns()

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from runyard.errors import RunyardError
 from runyard.history import Artifact
+
+Key = tuple[int, int, int, int]
+"""A file's (size, mtime_ns, ctime_ns, inode)."""
 
 
 class ArtifactJournal:
@@ -39,10 +42,16 @@ class ArtifactJournal:
         self.path = path
         self._fd: int | None = None
 
-    def add(self, artifacts: Iterable[Artifact]) -> None:
-        """Append ``artifacts`` (whose blobs are in the store already) and flush them to disk."""
+    def add(self, artifacts: Iterable[Artifact], keys: Mapping[str, Key | None] | None = None) -> None:
+        """Append ``artifacts`` (whose blobs are in the store already) and flush them to disk.
+
+        ``keys`` gives the stat key (size, mtime_ns, ctime_ns, inode) each
+        file had when stored, so that a reaper need not read it again.
+        """
+        keys = keys or {}
         data = b"".join(
-            json.dumps({"name": a.name, "size": a.size, "digest": a.digest, "mtime": a.mtime},
+            json.dumps({"name": a.name, "size": a.size, "digest": a.digest, "mtime": a.mtime,
+                        **({"key": list(k)} if (k := keys.get(a.name)) else {})},
                        ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
             for a in artifacts)
         if not data:
@@ -62,7 +71,16 @@ class ArtifactJournal:
 
 def read_journal(path: str) -> list[Artifact]:
     """The artifacts a journal records (the last record of each name), sorted by name; [] without a journal."""
-    found: dict[str, Artifact] = {}
+    return [a for a, _key in _read(path)]
+
+
+def read_journal_keys(path: str) -> dict[str, tuple[Artifact, Key]]:
+    """name -> (artifact, the stat key its file had when stored), for the records that have a key."""
+    return {a.name: (a, key) for a, key in _read(path) if key is not None}
+
+
+def _read(path: str) -> list[tuple[Artifact, Key | None]]:
+    found: dict[str, tuple[Artifact, Key | None]] = {}
     try:
         with open(path, "rb") as fh:
             lines = fh.read().split(b"\n")
@@ -76,10 +94,12 @@ def read_journal(path: str) -> list[Artifact]:
             mtime = raw.get("mtime")
             art = Artifact(raw["name"], raw["size"], raw["digest"],
                            float(mtime) if isinstance(mtime, int | float) else None).checked()
+            key = raw.get("key")
+            ok = isinstance(key, list) and len(key) == 4 and all(type(k) is int for k in key)
         except (ValueError, TypeError, KeyError, AttributeError, RunyardError):
             continue  # a torn last line, or not ours
-        found[art.name] = art
+        found[art.name] = (art, (key[0], key[1], key[2], key[3]) if ok else None)
     return [found[n] for n in sorted(found)]
 
 
-__all__ = ["ArtifactJournal", "read_journal"]
+__all__ = ["ArtifactJournal", "Key", "read_journal", "read_journal_keys"]

@@ -71,18 +71,22 @@ class Salvaged:
     artifacts: list[Artifact] = field(default_factory=list)
     recovered: int = 0
     """Files that were not in the journal yet (the live sync had not taken them)."""
+    read: int = 0
+    """Files read from disk (those the journal vouches for, unchanged, are not)."""
     problems: list[str] = field(default_factory=list)
     working_dir: str | None = None
 
 
 def salvage(store: ObjectStore, folder: RunFolder, snapshot_id: str | None) -> Salvaged:
     """Store what the run left and return all of its artifacts (the journal's and the rest)."""
-    from runyard.agent.artifacts import OutputsSync
+    from runyard.agent.artifacts import ArtifactRecord, OutputsSync
     from runyard.agent.capture import rebuild_driver_log
-    from runyard.agent.journal import read_journal
+    from runyard.agent.journal import read_journal, read_journal_keys
 
     result = Salvaged()
     known = {a.name: a for a in read_journal(folder.journal) if store.has(a.digest)}
+    keyed = {name: (key, ArtifactRecord(a.name, a.size, a.digest, key[1]))
+             for name, (a, key) in read_journal_keys(folder.journal).items() if name in known}
     found: dict[str, Artifact] = {}
     shipped = shipped_files(store, snapshot_id) if snapshot_id else {}
     root = files_root(folder)
@@ -95,7 +99,10 @@ def salvage(store: ObjectStore, folder: RunFolder, snapshot_id: str | None) -> S
     for base, prefix in sources:
         try:
             sync = OutputsSync(store, base, prefix=prefix)
+            if base != folder.path:
+                sync.preload(keyed)  # what the live sync stored and has not changed since is not read again
             sync.scan(final=True)
+            result.read += sync.read_files
         except Exception as exc:
             result.problems.append(f"salvaging {prefix} from {base} failed: {exc}")
             continue

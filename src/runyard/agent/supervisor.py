@@ -50,7 +50,7 @@ from runyard.history import Artifact, RunStatus
 from runyard.workspace import Workspace
 
 if TYPE_CHECKING:
-    from runyard.agent.artifacts import ArtifactRecord
+    from runyard.agent.artifacts import ArtifactRecord, OutputsSync
     from runyard.history.store import RunHistory
     from runyard.runs import RunRequest
     from runyard.store.base import ObjectStore
@@ -226,12 +226,14 @@ class _LiveSync:
 
         return own_artifacts(list(records), self._shipped)
 
-    def note(self, artifacts: list[Artifact]) -> None:
-        """Record stored files: in the journal now, in the history with the next flush."""
+    def note(self, artifacts: list[Artifact], sync: OutputsSync | None = None) -> None:
+        """Record stored files: in the journal now (with the stat key ``sync``
+        stored each under), in the history with the next flush."""
         if not artifacts:
             return
+        keys = {a.name: sync.key_of(a.name) for a in artifacts} if sync is not None else None
         try:
-            self.journal.add(artifacts)
+            self.journal.add(artifacts, keys)
         except OSError as exc:  # the history still gets them; the reaper re-reads the working directory
             self.problems.append(f"the artifact journal could not be written: {exc}")
         with self._lock:
@@ -239,15 +241,15 @@ class _LiveSync:
 
     def settle(self) -> bool:
         """Store what settled since the last call; whether anything new was stored."""
-        new: list[ArtifactRecord] = []
+        stored = False
         for sync in (self.outputs, self.logs):
             try:
-                new.extend(sync.scan(final=False))
+                own = self.own(sync.scan(final=False))
             except Exception:  # a sync hiccup is retried on the next tick
                 continue
-        own = self.own(new)
-        self.note(own)
-        return bool(own)
+            self.note(own, sync)
+            stored = stored or bool(own)
+        return stored
 
     def flush(self, history: RunHistory, run_id: str) -> None:
         """Write the records noted so far to the history (on the recorder's thread)."""
@@ -263,21 +265,21 @@ class _LiveSync:
             raise
 
     def final(self) -> tuple[list[Artifact], list[str]]:
-        """Everything, stable or not, once the script has ended; (artifacts, problems)."""
+        """Everything, stable or not, once the script has ended; (all artifacts, problems)."""
         artifacts: list[Artifact] = []
         problems: list[str] = []
-        steps: list[tuple[str, Callable[[], Iterable[ArtifactRecord]]]] = [
-            ("outputs", lambda: (self.outputs.scan(final=True), self.outputs.records)[1]),
-            ("logs", lambda: self.mirror.finalize(self.store)),
-        ]
-        for what, step in steps:
-            try:
-                own = self.own(step())
-            except Exception as exc:  # recorded on the run; the other steps still run
-                problems.append(f"syncing {what} failed: {exc}")
-                continue
-            self.note(own)
-            artifacts.extend(own)
+        try:
+            self.note(self.own(self.outputs.scan(final=True)), self.outputs)
+        except Exception as exc:  # recorded on the run; the logs are still stored
+            problems.append(f"syncing outputs failed: {exc}")
+        artifacts.extend(self.own(self.outputs.records))
+        try:
+            logs = self.own(self.mirror.finalize(self.store))
+        except Exception as exc:
+            problems.append(f"syncing logs failed: {exc}")
+        else:
+            self.note(logs)
+            artifacts.extend(logs)
         return artifacts, problems
 
 
