@@ -362,3 +362,19 @@ def test_the_reaper_does_not_read_again_what_the_live_sync_stored(workspace: Wor
     assert {f"outputs/ckpt-{i}.bin" for i in range(5)} <= {a.name for a in taken.artifacts}
     assert taken.read == 0 and taken.recovered == 0
     assert run.get_status() == "Failed"
+
+
+def test_a_supervisor_that_crashes_is_reaped_with_its_last_words(workspace: Workspace, src: Path) -> None:
+    from runyard.compute.local import launch
+
+    write_script(src, "x.py", "print(1)\n")
+    request = prepare(workspace, RunSpec(source_directory=str(src), script="x.py"))
+    record(workspace.open_history(), request)
+    folder = RunFolder.of(workspace.path, request.run_id)
+    Path(folder.request).write_text('{"run_id": "damaged"')  # the supervisor cannot read what to run
+    launch(workspace, request.run_id, claim=request.claim)
+    wait_for(lambda: RunFolder.of(workspace.path, request.run_id).attended() is False, 30, "the supervisor to fail")
+    rec = get_run(workspace, request.run_id)
+    assert rec.status is RunStatus.FAILED
+    assert "The supervisor failed with: json.decoder.JSONDecodeError" in (rec.error or "")
+    assert folder.supervisor_log in (rec.error or "")

@@ -252,19 +252,33 @@ def _salvage(ws: Workspace, folder: RunFolder, request: RunRequest | None, recor
     elif isinstance(pid, int):
         how, when = "the script never started", "while it prepared the run"
     else:
-        how, when = "the script never started", "before it started"
+        how, when = "the script never started", "before it took the run over"
     whom = f"pid {pid} on {host}" if isinstance(pid, int) else f"on {host}"
     files = taken.artifacts
     kept = (f"What the run had written was kept: {_count(files, 'file')} of ./outputs, ./logs and the driver log"
             f"{f' ({taken.recovered} taken from its working directory now)' if taken.recovered else ''}."
             if files else "It had written nothing to keep.")
     error = f"The run was lost: its supervisor ({whom}) stopped {when}; {how}. {kept}"
+    last_words = _crash(folder)
+    if last_words:
+        error += f"\nThe supervisor failed with: {last_words} (the whole traceback is in {folder.supervisor_log})"
     if problems:
         error = "\n".join([error, *problems])
     started = who.get("script_started")
     return RunEnd(RunStatus.FAILED.value, exit_code, sig, error,
                   float(started) if isinstance(started, int | float) else None, time.time(),
                   None, taken.working_dir, files, data_records)
+
+
+def _crash(folder: RunFolder) -> str | None:
+    """The last line of a traceback the supervisor left in its log (it crashed rather than being killed)."""
+    from runyard.agent.logstream import tail_lines
+
+    lines = tail_lines(folder.supervisor_log, 40)
+    if not any(line.startswith("Traceback (most recent call last):") for line in lines):
+        return None
+    last = [line for line in lines if line.strip() and not line.startswith(" ")]
+    return last[-1].strip() if last else None
 
 
 def _recover_artifacts(ws: Workspace, folder: RunFolder, end: RunEnd) -> None:

@@ -447,16 +447,18 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     folder = RunFolder.of(ws.path, run_id)
     if run is None and not os.path.exists(folder.request):
         return history.get_run(run_id)  # raises NotFoundError
-    attended = folder.attended()
-    if attended:
+    if folder.attended():
         if run is None:
             return record(history, RunRequest.load(folder.path))
         deadline = time.monotonic() + END_RECORD_WAIT
-        while (not run.is_terminal and os.path.exists(folder.end) and folder.attended()
-               and time.monotonic() < deadline):
+        while not run.is_terminal and os.path.exists(folder.end) and time.monotonic() < deadline:
+            if not folder.attended():
+                break  # it let go: its record is in, or it died (reaped below)
             time.sleep(0.02)  # it has written its end: the record follows in a moment
             run = history.get_run(run_id)
-        return run
+        run = history.get_run(run_id)
+        if run.is_terminal or folder.attended():
+            return run
     from runyard.reaper import reap
 
     reaped = reap(ws, history, run_id)
