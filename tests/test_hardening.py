@@ -378,3 +378,23 @@ def test_a_supervisor_that_crashes_is_reaped_with_its_last_words(workspace: Work
     assert rec.status is RunStatus.FAILED
     assert "The supervisor failed with: json.decoder.JSONDecodeError" in (rec.error or "")
     assert folder.supervisor_log in (rec.error or "")
+
+
+def test_runyard_run_shows_the_last_line_when_the_supervisor_dies(workspace: Workspace, src: Path) -> None:
+    write_script(src, "w.py", WRITES_THEN_WAITS)
+    proc = subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, "run",
+                             "--source-dir", str(src), "w.py"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    runs = Path(workspace.runs_dir)
+
+    def raw() -> str:
+        found = [runs / r / "output.raw" for r in os.listdir(runs)] if runs.exists() else []
+        return found[0].read_text() if found and found[0].exists() else ""
+
+    wait_for(lambda: "progress 100%" in raw(), 60, "the script's last line")
+    run_id = os.listdir(runs)[0]
+    kill_and_wait(identity(workspace, run_id)["pid"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert out.endswith("all written\nprogress 100%\n")
+    assert f"run {run_id} Failed" in err

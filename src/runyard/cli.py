@@ -330,7 +330,8 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
             raise SystemExit(130) from None
     end = read_end(ws, run_id)
     if end is None:  # the supervisor died: the history says what became of the run
-        run = get_run(ws, run_id)
+        run = get_run(ws, run_id)  # reaps it: the driver log is made again to its last byte
+        stream_log(ws, run_id, sys.stdout, pos, ended=lambda: True)
         status, code, sig, exit_code = run.status.value, exit_code_of(run), run.signal, run.exit_code
     else:
         status, sig, exit_code = end.status, end.signal, end.exit_code
