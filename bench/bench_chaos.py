@@ -60,12 +60,33 @@ def main() -> int:
                         print(f"VIOLATION {kind} {trial.run_id} ({trial.when}): {trial.violations[:5]}",
                               flush=True)
                 print(f"[{i + 1}/{args.trials}] {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        corrupt = _corrupt_blobs(ws.path)
         from runyard.cleanup import collect
 
         collect(ws)  # (nothing should be left; this unmounts anything that is, before the folder goes)
     print(summary(trials))
+    print(f"store: {corrupt[1]} blobs checked, {len(corrupt[0])} corrupt {corrupt[0][:5]}")
     print(f"{len(trials)} trials in {time.monotonic() - started:.0f} s")
-    return 1 if any(t.violations for t in trials) else 0
+    return 1 if any(t.violations for t in trials) or corrupt[0] else 0
+
+
+def _corrupt_blobs(ws_path: str) -> tuple[list[str], int]:
+    """Every blob of the workspace's store hashed again: (the corrupt ones, how many were checked)."""
+    from runyard.store.base import new_hasher
+
+    bad: list[str] = []
+    checked = 0
+    for path in sorted(Path(ws_path, "store", "blobs").rglob("*")):
+        if not path.is_file():
+            continue
+        h = new_hasher()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        checked += 1
+        if h.hexdigest() != path.parent.name + path.name:  # blobs/ab/cdef...: the digest split after 2
+            bad.append(str(path))
+    return bad, checked
 
 
 if __name__ == "__main__":
