@@ -398,3 +398,32 @@ def test_runyard_run_shows_the_last_line_when_the_supervisor_dies(workspace: Wor
     assert proc.returncode == 1, err
     assert out.endswith("all written\nprogress 100%\n")
     assert f"run {run_id} Failed" in err
+
+
+def test_a_dead_supervisors_declared_output_is_stored_as_partial(workspace: Workspace, src: Path,
+                                                                 tmp_path: Path) -> None:
+    from runyard import Datastore, OutputFileDatasetConfig
+    from runyard.errors import NotFoundError
+
+    lake = Datastore.register_local(workspace, "lake", str(tmp_path / "lake"))
+    write_script(src, "o.py", """
+        import os, sys, time
+        out = sys.argv[1]
+        os.makedirs(os.path.join(out, "deep"), exist_ok=True)
+        open(os.path.join(out, "deep", "weights.bin"), "wb").write(b"w" * 1000)
+        print("saved", flush=True)
+        time.sleep(600)
+    """)
+    out = OutputFileDatasetConfig("model", destination=(lake, "models/{run-id}")).register_on_complete("trained")
+    cfg = runyard.ScriptRunConfig(source_directory=str(src), script="o.py", arguments=[out])
+    run = runyard.Experiment(workspace, "h").submit(cfg)
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "saved" in Path(folder.raw_output).read_text())
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    assert run.get_status() == "Failed"
+    got = run.get_details()["outputDatasets"][0]
+    assert (got["state"], got["version"], got["files"]) == ("partial", None, 1)
+    assert [f.path for f in lake.list_files(f"models/{run.id}")] == [f"models/{run.id}/deep/weights.bin"]
+    with pytest.raises(NotFoundError):
+        runyard.Dataset.get_by_name(workspace, "trained")  # a lost run's output is never registered
+    assert not os.path.exists(os.path.join(folder.data, "outputs", "model"))  # stored: no second copy left
