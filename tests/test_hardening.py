@@ -427,3 +427,29 @@ def test_a_dead_supervisors_declared_output_is_stored_as_partial(workspace: Work
     with pytest.raises(NotFoundError):
         runyard.Dataset.get_by_name(workspace, "trained")  # a lost run's output is never registered
     assert not os.path.exists(os.path.join(folder.data, "outputs", "model"))  # stored: no second copy left
+
+
+def test_another_machines_run_is_judged_by_its_heartbeat_and_never_touched(workspace: Workspace,
+                                                                             src: Path) -> None:
+    from runyard.reaper import LOST_AFTER_REMOTE
+
+    write_script(src, "x.py", "print(1)\n")
+    history = workspace.open_history()
+    ids = []
+    for age in (5.0, LOST_AFTER_REMOTE + 60):
+        request = prepare(workspace, RunSpec(source_directory=str(src), script="x.py"))
+        record(history, request)
+        history.set_status(request.run_id, RunStatus.PREPARING, supervisor_pid=4242, host="elsewhere")
+        history.set_status(request.run_id, RunStatus.RUNNING)
+        history.heartbeat(request.run_id, now=time.time() - age)
+        assert request.claim is not None
+        os.close(request.claim)  # (its marker here means nothing: the run is elsewhere)
+        folder = RunFolder.of(workspace.path, request.run_id)
+        Path(folder.marker).write_text(json.dumps({"host": "elsewhere"}))
+        ids.append(request.run_id)
+    fresh, stale = (get_run(workspace, i, history) for i in ids)
+    assert fresh.status is RunStatus.RUNNING
+    assert stale.status is RunStatus.FAILED and "no heartbeat" in (stale.error or "")
+    for run_id in ids:  # nothing of theirs was reaped here
+        assert os.path.exists(RunFolder.of(workspace.path, run_id).request)
+        assert not os.path.exists(RunFolder.of(workspace.path, run_id).end)

@@ -459,12 +459,15 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
         run = history.get_run(run_id)
         if run.is_terminal or folder.attended():
             return run
-    from runyard.reaper import reap
+    from runyard.reaper import reap, reap_lost
 
     reaped = reap(ws, history, run_id)
     if reaped is not None:
         return reaped
-    return history.get_run(run_id)
+    run = history.get_run(run_id)
+    if not run.is_terminal and run.host and run.host != os.uname().nodename and reap_lost(ws, history, [run]):
+        run = history.get_run(run_id)  # another machine's run whose heartbeat stopped
+    return run
 
 
 def request_cancel(ws: Workspace, run_id: str, pid: int | None = None) -> bool:
