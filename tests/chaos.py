@@ -108,13 +108,42 @@ def _kill(pid: object) -> None:
             pass
 
 
-def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
-    """Wait until the killed processes have exited (their locks go only then)."""
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> list[str]:
+    """Wait until the killed processes have exited (their locks go only then); the ones that did not."""
     from runyard.compute.local import pid_alive
 
     deadline = time.monotonic() + timeout
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.002)
+    left = []
+    for pid in pids:
+        if pid_alive(pid):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    state = fh.read().rsplit(b")", 1)[1].split()[0].decode()
+            except OSError:
+                state = "?"
+            left.append(f"{pid} (state {state})")
+    return left
+
+
+def _who_holds(path: str) -> str:
+    """For a report: which processes hold a lock on ``path`` now (from /proc/locks)."""
+    try:
+        ino = os.stat(path).st_ino
+        with open("/proc/locks") as fh:
+            pids = [int(line.split()[4]) for line in fh if line.split()[5].endswith(f":{ino}")]
+    except (OSError, ValueError, IndexError):
+        return "its marker is gone"
+    who = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+            who.append(f"{pid}: {cmd}")
+        except OSError:
+            who.append(f"{pid}: gone")
+    return "marker held by " + "; ".join(who) if who else "marker not held"
 
 
 def _processes_with(entry: str) -> list[int]:
@@ -204,7 +233,9 @@ class Chaos:
             victims = list(_processes_with(f"CHAOS_TRIAL={env['CHAOS_TRIAL']}"))
         for pid in victims:
             _kill(pid)
-        _wait_gone([p for p in victims if isinstance(p, int) and p != proc.pid])
+        alive = _wait_gone([p for p in victims if isinstance(p, int) and p != proc.pid])
+        if alive:
+            trial.violations.append(f"harness: killed processes still alive after 30 s: {alive}")
         if kind == "host":
             wd = os.path.join(folder.work, "wd")  # a reboot takes the overlay away too
             if os.path.ismount(wd):
@@ -247,7 +278,8 @@ class Chaos:
             if trial.kind in ("runyard-run", "script") and not record.is_terminal:
                 record = wait(ws, trial.run_id, timeout=60)  # the run goes on (or is finishing): let it end
             if not record.is_terminal:
-                trial.violations.append(f"the run is {record.status.value} after a read")
+                trial.violations.append(f"the run is {record.status.value} after a read "
+                                        f"({_who_holds(folder.marker)})")
                 return
             if trial.kind == "runyard-run" and handed_over and record.status is not RunStatus.COMPLETED:
                 trial.violations.append(f"killing runyard run ended the run: {record.status.value}")
@@ -282,8 +314,11 @@ class Chaos:
             names = [a for a in arts if not a.startswith(("outputs/", "logs/", "runyard_logs/"))]
             if names:
                 trial.violations.append(f"artifacts with unexpected names: {names}")
+            deadline = time.monotonic() + 10  # a live supervisor lets go of it right after recording the end
+            while os.path.exists(folder.marker) and folder.attended() and time.monotonic() < deadline:
+                time.sleep(0.01)
             if os.path.exists(folder.marker):
-                trial.violations.append("the run is still marked active")
+                trial.violations.append(f"the run is still marked active ({_who_holds(folder.marker)})")
             if mounts_below(os.path.realpath(folder.path)):
                 trial.violations.append(f"still mounted: {mounts_below(os.path.realpath(folder.path))}")
             if os.path.exists(folder.work) and os.listdir(folder.work):

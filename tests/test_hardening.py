@@ -453,3 +453,40 @@ def test_another_machines_run_is_judged_by_its_heartbeat_and_never_touched(works
     for run_id in ids:  # nothing of theirs was reaped here
         assert os.path.exists(RunFolder.of(workspace.path, run_id).request)
         assert not os.path.exists(RunFolder.of(workspace.path, run_id).end)
+
+
+def test_writing_to_dev_stderr_keeps_every_line(workspace: Workspace, src: Path) -> None:
+    """A pipe, not a file, is the script's stdout: `> /dev/stderr` reopens it without cutting the log."""
+    (src / "warn.sh").write_text('for i in 1 2 3; do echo "step $i"; done\n'
+                                 'echo "warning: disk almost full" > /dev/stderr\n'
+                                 'python -c "open(\'/dev/stdout\', \'w\').write(\'from python\\\\n\')"\n'
+                                 'for i in 4 5; do echo "step $i"; done\n')
+    run = submit(workspace, src, "warn.sh")
+    run.wait_for_completion()
+    log = Path(RunFolder.of(workspace.path, run.id).driver_log).read_text()
+    assert log == "step 1\nstep 2\nstep 3\nwarning: disk almost full\nfrom python\nstep 4\nstep 5\n"
+
+
+def test_readers_at_once_all_see_the_end_of_a_lost_run(workspace: Workspace, src: Path) -> None:
+    write_script(src, "big.py", """
+        import os, time
+        os.makedirs("outputs", exist_ok=True)
+        for i in range(40):
+            with open(f"outputs/chunk-{i}.bin", "wb") as f:
+                f.write(os.urandom(1 << 20))
+        print("written", flush=True)
+        time.sleep(600)
+    """)
+    run = submit(workspace, src, "big.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "written" in Path(folder.raw_output).read_text())
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    readers = [subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, *cmd],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for cmd in (["runs", "show", run.id], ["runs", "ls"], ["runs", "show", run.id], ["runs", "ls"])]
+    assert get_run(workspace, run.id).status is RunStatus.FAILED
+    for reader in readers:
+        out, err = reader.communicate(timeout=120)
+        assert reader.returncode == 0, err
+        assert "Failed" in out and "Running" not in out and "Queued" not in out, out
+    assert len([n for n in run.get_file_names() if n.startswith("outputs/")]) == 40

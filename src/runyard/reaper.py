@@ -90,6 +90,9 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
             if not os.path.exists(folder.end) and _old_style_alive(folder, record):
                 return None
         _end_processes(folder)
+        from runyard.agent.capture import wait_for_writers
+
+        wait_for_writers(run_id)  # the script's output reaches output.raw to its last byte
         request = _request(folder)
         if record is None:
             if request is None:  # it never got as far as a request: nothing to record or keep
@@ -178,10 +181,10 @@ def _old_style_alive(folder: RunFolder, record: RunRecord) -> bool:
 
 def _end_processes(folder: RunFolder, wait: float = 2.0) -> list[int]:
     """SIGKILL what the run left running: processes with its id in their
-    environment or their working directory in its folder (not this process or
-    its parents); wait for them to go. Returns their pids."""
+    environment or their working directory in its working directory (not this
+    process or its parents); wait for them to go. Returns their pids."""
     mark = f"RUNYARD_RUN_ID={folder.run_id}".encode()
-    inside = os.path.realpath(folder.path) + "/"
+    inside = os.path.realpath(folder.work) + "/"
     spare = _ancestors()
     found = []
     try:

@@ -1,54 +1,64 @@
 """The script's output, captured so that nothing it printed is lost, whatever dies.
 
-The script's stdout and stderr are one file it writes itself, ``output.raw`` in
-the run's folder, opened with ``O_APPEND`` (so the two streams keep the order
-they were written in, as a shared pipe would). Once ``write(2)`` returns in the
-script, its bytes are in that file: a supervisor killed a moment later loses
-none of them, and a script never blocks on a slow reader, as it would on a full
-pipe.
+The script's stdout and stderr are one pipe (so the two streams keep the order
+they were written in, and ``> /dev/stderr`` or ``tee /dev/stdout`` in a script
+write to it as in a terminal). At the other end is a writer of its own, ``cat``,
+appending everything to ``output.raw`` in the run's folder, not the supervisor:
+should the supervisor die, the writer drains the pipe to the file and exits
+once the script is gone, so what the script printed up to its end is on disk.
 
 A pump thread in the supervisor follows the file and turns it into the driver
 log's lines (:class:`runyard.agent.logstream.LineLog`) within about 10 ms.
 runyard's own lines (``runyard: ...``) go into the same file, so the driver
-log is a pure function of ``output.raw``: whoever reaps a run whose supervisor
-died makes it again from the file (:func:`rebuild_driver_log`), including a
-last line the script never ended with a newline.
+log is a function of ``output.raw``: whoever reaps a run whose supervisor died
+makes it again from the file (:func:`rebuild_driver_log`), including a last
+line the script never ended with a newline.
 
 >>> import os, tempfile
 >>> d = tempfile.mkdtemp()
->>> cap = OutputCapture(os.path.join(d, "output.raw"), os.path.join(d, "driver_log.txt"))
->>> _ = os.write(cap.fd, b"epoch 1\\r epoch 2\\nno newline")
+>>> cap = OutputCapture(os.path.join(d, "output.raw"), os.path.join(d, "driver_log.txt"), "run-1")
+>>> fd = cap.script_output()
+>>> _ = os.write(fd, b"epoch 1\r epoch 2\nno newline"); os.close(fd)
 >>> cap.close()
 >>> open(os.path.join(d, "driver_log.txt"), "rb").read()
-b' epoch 2\\nno newline\\n'
+b' epoch 2\nno newline\n'
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
 import threading
+import time
 from typing import Final
 
 from runyard.agent.logstream import LineLog
 
 POLL: Final = 0.01
 """Seconds between looks at the file when there is nothing new."""
+WRITER_ENV: Final = "RUNYARD_CAPTURE_OF"
+"""In the writer's environment: the run it writes for (how a reaper finds it)."""
+DRAIN_WAIT: Final = 5.0
+"""How long the writer gets to drain the pipe once the script is gone."""
 _CHUNK: Final = 1 << 16
 
 
 class OutputCapture:
-    """``output.raw`` for the script to write (``fd``) and a pump that makes the driver log of it."""
+    """``output.raw``, the writer that fills it from the script's pipe, and a pump that makes the driver log of it."""
 
-    def __init__(self, raw_path: str, log_path: str) -> None:
+    def __init__(self, raw_path: str, log_path: str, run_id: str) -> None:
         self.raw_path = raw_path
         self.log_path = log_path
-        self.fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        """Give this to the script as its stdout and stderr."""
+        self.run_id = run_id
+        self._append = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._read = os.open(raw_path, os.O_RDONLY | os.O_CLOEXEC)
         self._log = LineLog(log_path)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.writer: subprocess.Popen[bytes] | None = None
         self.closed = False
 
     def start(self) -> None:
@@ -56,6 +66,26 @@ class OutputCapture:
         if self._thread is None:
             self._thread = threading.Thread(target=self._pump, name="runyard-output", daemon=True)
             self._thread.start()
+
+    def script_output(self) -> int:
+        """The descriptor to give the script as its stdout and stderr (the caller closes its copy
+        once the script has it). Where there is no ``cat``, the file itself."""
+        cat = shutil.which("cat")
+        if cat is None:
+            return os.dup(self._append)
+        r, w = os.pipe()
+        try:
+            self.writer = subprocess.Popen(
+                [cat], stdin=r, stdout=self._append, stderr=subprocess.DEVNULL, cwd="/", close_fds=True,
+                env={WRITER_ENV: self.run_id, "PATH": os.environ.get("PATH", os.defpath)},
+                start_new_session=True,  # a signal to the run's group or session never reaches it
+            )
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        return w
 
     def _drain(self) -> int:
         got = 0
@@ -82,15 +112,17 @@ class OutputCapture:
             _append(self.raw_path, line)
             _append(self.log_path, line)
             return
-        os.write(self.fd, line)
+        os.write(self._append, line)
         if self._thread is None:
             self._drain()
 
     def close(self) -> None:
-        """Take in what is left (call once nothing writes the file any more), end the
-        last line, close the driver log."""
+        """Let the writer drain the pipe (call once the script and what it started are gone),
+        take in what is left, end the last line, close the driver log."""
         if self.closed:
             return
+        if self.writer is not None:
+            end_writer(self.writer)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -100,13 +132,63 @@ class OutputCapture:
             with self._lock:
                 self._log.close()
             os.close(self._read)
-            os.close(self.fd)
+            os.close(self._append)
             self.closed = True
+
+
+def end_writer(writer: subprocess.Popen[bytes], wait: float = DRAIN_WAIT) -> None:
+    """Wait for the writer to reach the end of its pipe; stop it after ``wait`` seconds (a
+    process out of reach still holds the pipe open)."""
+    try:
+        writer.wait(wait)
+    except subprocess.TimeoutExpired:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+
+def wait_for_writers(run_id: str, wait: float = DRAIN_WAIT) -> list[int]:
+    """For a reaper: let the writers of ``run_id`` (found by their environment) drain their
+    pipes and exit, killing those still there after ``wait`` seconds. Returns their pids."""
+    mark = f"{WRITER_ENV}={run_id}".encode()
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                if mark in fh.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    deadline = time.monotonic() + wait
+    left = found
+    while left and time.monotonic() < deadline:
+        time.sleep(0.01)
+        left = [p for p in left if _alive(p)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def rebuild_driver_log(raw_path: str, log_path: str) -> bool:
     """Make ``log_path`` again from ``raw_path`` (after its supervisor died);
-    whether there was a raw file to make it from."""
+    whether there was a raw file to make it from. A driver log longer than
+    what the raw file gives is kept as it is (the raw file was cut short)."""
     try:
         src = os.open(raw_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -121,6 +203,12 @@ def rebuild_driver_log(raw_path: str, log_path: str) -> bool:
                 log.feed(chunk)
         finally:
             log.close()
+        try:
+            shorter = os.path.getsize(tmp) < os.path.getsize(log_path)
+        except OSError:
+            shorter = False
+        if shorter:
+            return True
         os.replace(tmp, log_path)
     finally:
         os.close(src)
@@ -137,4 +225,4 @@ def _append(path: str, data: bytes) -> None:
         pass
 
 
-__all__ = ["OutputCapture", "rebuild_driver_log"]
+__all__ = ["OutputCapture", "end_writer", "rebuild_driver_log", "wait_for_writers"]

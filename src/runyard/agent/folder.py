@@ -18,7 +18,6 @@ A run's folder is ``<workspace>/runs/<run id>/``::
     mounts.txt       data mounts to undo if the supervisor dies
     work/            the working directory (``wd/`` and, on an overlay, its layers)
     data/            downloaded inputs and upload-mode declared outputs
-    reap.lock        taken by whoever reaps the run (one reaper at a time)
 
 **Who is in charge.** ``<workspace>/active/<run id>`` exists from the moment a
 run is prepared until its supervisor has recorded its end and cleaned up.
@@ -27,7 +26,10 @@ prepares the run, then the supervisor it hands the run to (the hand-over keeps
 the lock held throughout). The kernel drops the lock when its holder dies,
 whatever kills it (``kill -9``, a crash, a reboot), so "nobody holds the lock"
 means exactly "nobody is looking after this run": no pid to be reused, no
-heartbeat to wait for. Readers list ``active/`` (a handful of entries, whatever
+heartbeat to wait for. Looks at a marker take turns, through a probe lock
+beside it (``active/.<run id>.probe``), which a reaper holds for as long as it
+reaps, so a look waits for a reap instead of mistaking it for the supervisor.
+Readers list ``active/`` (a handful of entries, whatever
 the history holds) and reap the runs nobody holds (:mod:`runyard.reaper`).
 
 >>> import tempfile
@@ -67,7 +69,6 @@ END: Final = "end.json"
 MOUNTS: Final = "mounts.txt"
 WORK: Final = "work"
 DATA: Final = "data"
-REAP_LOCK: Final = "reap.lock"
 
 DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
 """The driver log's artifact name."""
@@ -169,15 +170,39 @@ class RunFolder:
         in between.
         """
         os.makedirs(self.active_dir, exist_ok=True)
-        fd = os.open(self.marker, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.marker, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            made = self._create_locked()
+            if made is not None:
+                return made
+            fd = os.open(self.marker, os.O_RDWR | os.O_CLOEXEC)  # made by another process meanwhile
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            if os.fstat(fd).st_size == 0:
-                who = {"host": os.uname().nodename, "boot_id": boot_id(), "created": time.time()}
-                os.write(fd, json.dumps(who).encode())
         except BaseException:
             os.close(fd)
             raise
+        return fd
+
+    def _create_locked(self) -> int | None:
+        """Make the marker already locked: written and locked under a temporary name, then
+        linked into place, so no reader ever sees it unheld. None when it exists already."""
+        tmp = os.path.join(self.active_dir, f".{self.run_id}.{os.getpid()}.{os.urandom(4).hex()}.new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            who = {"host": os.uname().nodename, "boot_id": boot_id(), "created": time.time()}
+            os.write(fd, json.dumps(who).encode())
+            try:
+                os.link(tmp, self.marker)
+            except FileExistsError:
+                os.close(fd)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(tmp)
         return fd
 
     def hold(self) -> int:
@@ -206,59 +231,77 @@ class RunFolder:
     def attended(self) -> bool | None:
         """Whether somebody is in charge of the run: True (its lock is held),
         False (its marker is there but nobody holds it), None (no marker: the
-        run was finished, or never claimed)."""
+        run was finished, or never claimed).
+
+        Lookers take turns (the probe lock), and a run being reaped is waited
+        for: a look never mistakes another look, or a reaper, for the run's
+        supervisor.
+        """
+        if not os.path.exists(self.marker):
+            return None
+        with self._probing():
+            return self._probe(keep=False)[0]
+
+    @contextmanager
+    def _probing(self) -> Iterator[None]:
+        try:
+            fd = os.open(self._probe_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # no active/ folder: nothing is marked
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _probe(self, *, keep: bool) -> tuple[bool | None, int | None]:
+        """(attended, the marker's descriptor locked exclusively if ``keep`` and nobody held it)."""
         try:
             fd = os.open(self.marker, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return None
+            return None, None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return True
-            raise
-        finally:
             os.close(fd)
-        return False
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True, None
+            raise
+        if keep:
+            return False, fd
+        os.close(fd)
+        return False, None
+
+    @property
+    def _probe_lock(self) -> str:
+        return os.path.join(self.active_dir, f".{self.run_id}.probe")
 
     def release(self) -> None:
         """The run is finished: remove its marker (its holder's lock goes with the descriptor)."""
-        try:
-            os.unlink(self.marker)
-        except FileNotFoundError:
-            pass
+        for path in (self.marker, self._probe_lock):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     @contextmanager
     def reaping(self) -> Iterator[bool | None]:
         """Be this run's only reaper for a while.
 
-        Yields :meth:`attended` as it is with the reap lock held, so a second
-        reader waits for the first to finish. When it yields False, the
-        marker's lock is held exclusively until the block ends: a supervisor
-        that comes late waits, then finds the marker gone (:meth:`hold`).
+        Yields :meth:`attended` as it is with the probe lock held, so every
+        other look at the run waits until the block ends (and then finds it
+        reaped). When it yields False, the marker is held exclusively too: a
+        supervisor that comes late waits, then finds the marker gone (:meth:`hold`).
         """
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(self.file(REAP_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.makedirs(self.active_dir, exist_ok=True)
+        with self._probing():
+            attended, fd = self._probe(keep=True)
             try:
-                marker = os.open(self.marker, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                yield None
-                return
-            try:
-                try:
-                    fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    yield True
-                    return
-                yield False
+                yield attended
             finally:
-                os.close(marker)
-        finally:
-            os.close(fd)
+                if fd is not None:
+                    os.close(fd)
 
     # -- what the supervisor says about itself -----------------------------------------
     def read_identity(self) -> dict[str, Any]:

@@ -324,7 +324,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
     background = _History(ws, request, host)
     store = ws.open_store()
-    capture = OutputCapture(folder.raw_output, folder.driver_log)
+    capture = OutputCapture(folder.raw_output, folder.driver_log, run_id)
     capture.start()
     say = capture.note
 
@@ -443,10 +443,14 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         return code
     started = time.time()
     try:
-        proc = subprocess.Popen(
-            command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=capture.fd, stderr=capture.fd,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        out = capture.script_output()
+        try:
+            proc = subprocess.Popen(
+                command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        finally:
+            os.close(out)  # the script's end of the pipe is the script's alone
     except OSError as exc:
         if data is not None:
             data.unmount_all()
@@ -536,7 +540,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     recorder.stop()  # what is queued is written; record_end below waits for it
     # Whatever it left behind goes too: its process group, and any process it
     # started that escaped the group (reparented to us, the subreaper).
-    _end_leftovers(proc.pid)
+    _end_leftovers(proc.pid, spare={capture.writer.pid} if capture.writer is not None else set())
     capture.close()
 
     # Everything the run produced goes into the store and the journal first
@@ -608,9 +612,10 @@ def _store_file(store: ObjectStore, path: str, name: str) -> Artifact:
     return Artifact(name, size, digest, os.path.getmtime(path))
 
 
-def _end_leftovers(pgid: int, grace: float = 1.0) -> None:
-    """SIGTERM the script's process group and our other children, wait up to
-    ``grace`` seconds, then SIGKILL whatever is left; reap them all."""
+def _end_leftovers(pgid: int, grace: float = 1.0, spare: set[int] | frozenset[int] = frozenset()) -> None:
+    """SIGTERM the script's process group and our other children (but ``spare``,
+    the output's writer), wait up to ``grace`` seconds, then SIGKILL whatever is
+    left; reap them all (the writer is waited for by its owner)."""
 
     def children() -> list[int]:
         me = str(os.getpid())
@@ -627,7 +632,7 @@ def _end_leftovers(pgid: int, grace: float = 1.0) -> None:
                     fields = fh.read().rsplit(b")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            if fields[1].decode() == me and fields[0] not in (b"Z", b"X"):
+            if fields[1].decode() == me and fields[0] not in (b"Z", b"X") and int(name) not in spare:
                 out.append(int(name))
         return out
 
