@@ -490,3 +490,63 @@ def test_readers_at_once_all_see_the_end_of_a_lost_run(workspace: Workspace, src
         assert reader.returncode == 0, err
         assert "Failed" in out and "Running" not in out and "Queued" not in out, out
     assert len([n for n in run.get_file_names() if n.startswith("outputs/")]) == 40
+
+
+HOSTILE = """
+    import json, os, shutil, time
+    folder = os.path.join(os.environ["RUNYARD_WORKSPACE"], "runs", os.environ["RUNYARD_RUN_ID"])
+    victim = os.environ["VICTIM"]
+    os.makedirs("outputs", exist_ok=True)
+    open("outputs/mine.txt", "w").write("mine")
+    what = os.environ["HOSTILE"]
+    if what == "work":  # the working directory's folder swapped for a link to somebody's folder
+        os.rename(os.path.join(folder, "work"), os.path.join(folder, "work.old"))
+        os.symlink(victim, os.path.join(folder, "work"))
+    elif what == "data":
+        os.symlink(victim, os.path.join(folder, "data"))
+    elif what == "mounts":
+        with open(os.path.join(folder, "mounts.txt"), "a") as f:
+            f.write(os.path.join(victim, "mnt") + "\\n")
+    print("planted", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("what", ["work", "data", "mounts"])
+def test_the_reaper_follows_no_link_and_unmounts_nothing_a_script_planted(workspace: Workspace, src: Path,
+                                                                         tmp_path: Path, what: str) -> None:
+    victim = tmp_path / "victim"
+    for rel in ("wd/outputs/precious.txt", "layers/upper/x", "inputs/thesis.tex", "outputs/model/w.bin"):
+        (victim / rel).parent.mkdir(parents=True, exist_ok=True)
+        (victim / rel).write_text("keep me")
+    (victim / "mnt").mkdir()
+    tmpfs = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(victim / "mnt")],
+                                                 capture_output=True).returncode == 0
+    before = sorted(str(p) for p in victim.rglob("*"))
+    # A process of the user's that works in the run's folder (a shell cd'd there, tail -f of the log).
+    write_script(src, "h.py", HOSTILE)
+    os.environ["VICTIM"], os.environ["HOSTILE"] = str(victim), what
+    try:
+        run = submit(workspace, src, "h.py")
+    finally:
+        del os.environ["VICTIM"], os.environ["HOSTILE"]
+    folder = RunFolder.of(workspace.path, run.id)
+    try:
+        wait_for(lambda: os.path.exists(folder.raw_output) and "planted" in Path(folder.raw_output).read_text())
+        bystander = subprocess.Popen(["sleep", "600"], cwd=folder.path)
+        kill_and_wait(identity(workspace, run.id)["pid"])
+        assert run.get_status() == "Failed"
+        from runyard.cleanup import collect
+
+        collect(workspace)
+        assert sorted(str(p) for p in victim.rglob("*")) == before  # nothing removed, nothing taken in
+        if tmpfs:
+            assert os.path.ismount(victim / "mnt")
+        assert bystander.poll() is None  # not the run's: not killed
+        assert not [n for n in run.get_file_names() if "precious" in n or "thesis" in n]
+        assert mounts_below(os.path.realpath(workspace.path)) == []  # the run's own overlay is gone wherever it went
+    finally:
+        if tmpfs:
+            subprocess.run(["umount", "-l", str(victim / "mnt")], check=False)
+        if "bystander" in locals():
+            bystander.kill()

@@ -13,8 +13,14 @@ what :func:`collect` removes:
 - in the store (a local folder store): temporary files of writers that died
   (their process is gone and the file is a minute old) or that stopped writing
   an hour ago;
-- the shared overlay lower layers no running working directory uses (they are
-  a cache, made again on demand), and layers whose build crashed.
+- the shared overlay lower layers no working directory uses (they are a cache,
+  made again on demand; one under a mounted overlay is kept), layers whose build
+  crashed, and the locks of layers that are gone;
+- downloads into the input cache that stopped halfway an hour ago.
+
+Nothing is removed or unmounted through a link in a run's folder (a run's
+script can write its folder on the local target), and only runyard's own
+mounts of a run are unmounted.
 
 A run that somebody looks after is never touched. ``dry_run=True`` reports
 what would be done and does nothing.
@@ -77,6 +83,7 @@ def collect(ws: Workspace, *, dry_run: bool = False) -> GcReport:
     _reap(ws, report)
     _run_folders(ws, report)
     _store_tmp(ws, report)
+    _partial_downloads(ws, report)
     _lower_layers(ws, report)
     return report
 
@@ -108,52 +115,80 @@ def _reap(ws: Workspace, report: GcReport) -> None:
 
 def _run_folders(ws: Workspace, report: GcReport) -> None:
     from runyard.agent.workdir import cleanup_stale, mounts_below
+    from runyard.errors import NotFoundError
+    from runyard.reaper import unmount_data
 
     try:
         names = sorted(os.listdir(ws.runs_dir))
     except FileNotFoundError:
         return
     active = set(active_runs(ws.path))
-    for name in names:
-        try:
-            folder = RunFolder.of(ws.path, name)
-        except RunError:
-            continue
-        if not os.path.isdir(folder.path) or (name in active and folder.attended() is not False):
-            continue  # somebody looks after it (or it is not a run folder)
-        if name in active:
-            continue  # unattended, but not reaped (a dry run, or reaping failed): left for the reaper
-        if not os.path.exists(folder.request) and not _recorded(ws, name):
-            _remove(report, folder.path, "a run that never got as far as a request")
-            continue
-        mounted = mounts_below(os.path.realpath(folder.path))
-        report.actions.extend(Action("unmount", mp) for mp in mounted)
-        if mounted and not report.dry_run:
-            from runyard.reaper import unmount_data
-
-            try:
-                unmount_data(folder)
-                cleanup_stale(folder.work)
-            except Exception as exc:
-                report.problems.append(f"unmounting what run {name} left mounted failed: {exc}")
-        for rel in _LEFTOVERS:
-            path = folder.file(rel)
-            if os.path.lexists(path):
-                _remove(report, path, "left by a run that is over")
-        for entry in _listdir(folder.path):
-            if entry.startswith(".") and entry.endswith(".tmp"):
-                _remove(report, folder.file(entry), "a temporary file")
-
-
-def _recorded(ws: Workspace, run_id: str) -> bool:
-    from runyard.errors import NotFoundError
-
+    history = ws.open_history()
     try:
-        with ws.open_history() as history:
-            history.get_run(run_id)
-        return True
-    except NotFoundError:
-        return False
+        for name in names:
+            try:
+                folder = RunFolder.of(ws.path, name)
+            except RunError:
+                continue
+            if not os.path.isdir(folder.path) or os.path.islink(folder.path) or name in active:
+                continue  # not a run's folder, or a run not finished (looked after, or left for the reaper)
+            try:
+                record = history.get_run(name)
+            except NotFoundError:
+                record = None
+            if record is None and not os.path.exists(folder.request):
+                _remove(report, folder.path, "a run that never got as far as a request")
+                continue
+            if record is None or not record.is_terminal:
+                continue  # not recorded, or not over: a run of another machine, or of an older runyard
+            mounted = mounts_below(os.path.realpath(folder.path)) if folder.owns(folder.path) else []
+            if mounted:
+                if report.dry_run:
+                    report.actions.extend(Action("unmount", mp) for mp in mounted)
+                else:
+                    done = unmount_data(folder)
+                    if folder.owns(folder.work):
+                        try:
+                            done += cleanup_stale(folder.work)
+                        except Exception as exc:
+                            report.problems.append(f"unmounting what run {name} left mounted failed: {exc}")
+                    report.actions.extend(Action("unmount", mp) for mp in mounted if mp in done)
+                    left = [mp for mp in mounts_below(os.path.realpath(folder.path)) if mp in mounted]
+                    if left:
+                        report.problems.append(f"{', '.join(left)} of run {name} is still mounted: not runyard's "
+                                               "mount of this run, so left alone; unmount it yourself if it is "
+                                               "not in use (umount -l PATH)")
+            for rel in _LEFTOVERS:
+                path = folder.file(rel)
+                if os.path.lexists(path):
+                    if folder.owns(path):
+                        _remove(report, path, "left by a run that is over")
+                    else:
+                        report.problems.append(f"{path} is a link (the run's script may have made it): not "
+                                               "followed; remove it yourself")
+            for entry in _listdir(folder.path):
+                if entry.startswith(".") and entry.endswith(".tmp") and folder.owns(folder.file(entry)):
+                    _remove(report, folder.file(entry), "a temporary file")
+    finally:
+        history.close()
+
+
+def _partial_downloads(ws: Workspace, report: GcReport) -> None:
+    """Downloads into the input cache that stopped halfway (``*.runyard-*.part``), an hour quiet."""
+    from runyard.data.materialize import CACHE_DIR
+
+    root = os.path.join(ws.cache_dir, CACHE_DIR)
+    now = time.time()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if ".runyard-" in name and name.endswith(".part"):
+                path = os.path.join(dirpath, name)
+                try:
+                    quiet = now - os.lstat(path).st_mtime
+                except OSError:
+                    continue
+                if quiet > ABANDONED_AFTER:
+                    _remove(report, path, "a download that stopped halfway")
 
 
 def _store_tmp(ws: Workspace, report: GcReport) -> None:
@@ -177,9 +212,11 @@ def _lower_layers(ws: Workspace, report: GcReport) -> None:
     import fcntl
 
     from runyard.agent.supervisor import LOWER_CACHE
+    from runyard.agent.workdir import overlay_lowers
 
     cache = os.path.join(ws.cache_dir, LOWER_CACHE)
     now = time.time()
+    in_use = overlay_lowers()
     for entry in _listdir(cache):
         path = os.path.join(cache, entry)
         if entry.startswith(".building-"):
@@ -191,8 +228,13 @@ def _lower_layers(ws: Workspace, report: GcReport) -> None:
             if age > ABANDONED_AFTER or (age > QUIET_FOR and pid is not None and not _alive(pid)):
                 _remove(report, path, "a layer whose build stopped")
             continue
+        if entry.endswith(".lock") and len(entry) == 69 and not os.path.exists(path[:-5]):
+            _remove_lock(report, path)  # a lock with no layer left: nobody waits on it
+            continue
         if len(entry) != 64 or not os.path.isdir(path):
             continue
+        if path in in_use:
+            continue  # under a mounted overlay (a run whose supervisor died, not reaped yet)
         lock = os.open(os.path.join(cache, f"{entry}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -202,6 +244,24 @@ def _lower_layers(ws: Workspace, report: GcReport) -> None:
             _remove(report, path, "a snapshot layer no run uses")
         finally:
             os.close(lock)
+
+
+def _remove_lock(report: GcReport, path: str) -> None:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return  # somebody is building or using the layer right now
+    try:
+        _remove(report, path, "the lock of a layer that is gone")
+    finally:
+        os.close(fd)
 
 
 def _remove(report: GcReport, path: str, why: str) -> None:

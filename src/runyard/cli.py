@@ -537,7 +537,10 @@ def runs_ls(ctx: click.Context, experiment: str | None, statuses: tuple[str, ...
 
     ws = _open_workspace(ctx)
     history = ws.open_history()
-    reap_lost(history, ws=ws)
+    problems: list[str] = []
+    reap_lost(history, ws=ws, problems=problems)
+    for problem in problems:
+        click.echo(f"runyard: {problem} (it is tried again at the next read; see runyard gc)", err=True)
     runs = history.list_runs(experiment=experiment, status=statuses or None, tags=_tags_opt(tags, filter=True),
                              limit=limit or None)
     if not runs and experiment is not None:

@@ -85,7 +85,9 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
         if record is not None and record.host and record.host != here:
             return None
         if attended is None:  # no marker: it ended properly, or it is older than markers
-            if record is None or record.is_terminal:
+            if record is not None and record.is_terminal:
+                return None
+            if record is None and not os.path.exists(folder.request):
                 return None
             if not os.path.exists(folder.end) and _old_style_alive(folder, record):
                 return None
@@ -94,13 +96,18 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
 
         wait_for_writers(run_id)  # the script's output reaches output.raw to its last byte
         request = _request(folder)
+        if request is not None and request.run_id != run_id:
+            request = None  # not this run's request (the script can write its folder): not trusted
         if record is None:
-            if request is None:  # it never got as far as a request: nothing to record or keep
-                _remove(folder)
+            if request is None and not _anything_to_keep(folder):
+                _remove(folder)  # it never got as far as a request: nothing to record or keep
                 return None
-            from runyard.runs import record as make_record
+            if request is None:
+                record = _bare_record(history, run_id)
+            else:
+                from runyard.runs import record as make_record
 
-            record = make_record(history, request)
+                record = make_record(history, request)
         from runyard.runs import RunEnd, record_end
 
         end = RunEnd.read(folder.path)
@@ -115,13 +122,33 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
         return done
 
 
-def reap_lost(ws: Workspace, history: RunHistory, runs: list[RunRecord] | None = None) -> list[str]:
-    """Reap the lost runs among ``runs`` (default: every unfinished run); returns their ids."""
-    reaped = []
-    ids = unattended_runs(ws) if runs is None else [r.id for r in runs if not r.is_terminal]
-    for run_id in ids:
-        if reap(ws, history, run_id) is not None:
-            reaped.append(run_id)
+def reap_lost(ws: Workspace, history: RunHistory, runs: list[RunRecord] | None = None, *,
+              problems: list[str] | None = None) -> list[str]:
+    """Reap the lost runs among ``runs`` (default: every unfinished run); returns their ids.
+
+    A run that cannot be reaped now (its history locked, its store unreachable,
+    a damaged folder) is left for the next read and said in ``problems``: it
+    never stops the others, nor the read that called this.
+    """
+    reaped: list[str] = []
+
+    def try_reap(run_id: str) -> None:
+        try:
+            if reap(ws, history, run_id) is not None:
+                reaped.append(run_id)
+        except Exception as exc:
+            if problems is not None:
+                problems.append(f"reaping run {run_id} failed: {exc}")
+
+    tried: set[str] = set()
+    for _ in range(3):  # reaping a run ends what it started: a run nested in it is lost now too
+        ids = unattended_runs(ws) if runs is None else [r.id for r in runs if not r.is_terminal]
+        new = [i for i in ids if i not in tried]
+        tried.update(new)
+        for run_id in new:
+            try_reap(run_id)
+        if runs is not None or not new:
+            break
     candidates = history.find_lost_runs(LOST_AFTER) if runs is None else runs
     here = os.uname().nodename
     now = time.time()
@@ -136,8 +163,8 @@ def reap_lost(ws: Workspace, history: RunHistory, runs: list[RunRecord] | None =
         else:
             folder = RunFolder.of(ws.path, run.id)
             if os.path.isdir(folder.path) or os.path.exists(folder.marker):
-                if runs is None and reap(ws, history, run.id) is not None:  # (a run from before markers, say)
-                    reaped.append(run.id)
+                if runs is None and run.id not in tried:
+                    try_reap(run.id)  # a run from before markers, say
                 continue
             if now - run.heartbeat <= LOST_AFTER:
                 continue
@@ -169,14 +196,32 @@ def _request(folder: RunFolder) -> RunRequest | None:
         return None
 
 
-def _old_style_alive(folder: RunFolder, record: RunRecord) -> bool:
-    """For a run without a marker (made by a runyard before markers): its supervisor's process lives."""
+def _anything_to_keep(folder: RunFolder) -> bool:
+    return any(os.path.exists(p) for p in (folder.journal, folder.raw_output, folder.work, folder.data))
+
+
+def _bare_record(history: RunHistory, run_id: str) -> RunRecord:
+    """A record for a run whose request is gone or damaged but that left something to keep."""
+    from runyard.history import parse_run_id
+
+    parsed = parse_run_id(run_id)
+    return history.create_run(parsed[0] if parsed else "default", run_id=run_id, status=RunStatus.QUEUED)
+
+
+def _old_style_alive(folder: RunFolder, record: RunRecord | None) -> bool:
+    """For a run without a marker (made by a runyard before markers): its supervisor's process
+    lives, or it may still start (prepared less than ``LOST_AFTER`` seconds ago)."""
     from runyard.compute.local import pid_alive
 
-    if record.host and record.host != os.uname().nodename:
+    if record is not None and record.host and record.host != os.uname().nodename:
         return True  # another machine's: its heartbeat says (reap_lost)
-    pid = record.supervisor_pid or folder.read_identity().get("pid")
-    return isinstance(pid, int) and pid_alive(pid)
+    pid = (record.supervisor_pid if record is not None else None) or folder.read_identity().get("pid")
+    if isinstance(pid, int):
+        return pid_alive(pid)
+    try:
+        return time.time() - os.path.getmtime(folder.request) < LOST_AFTER
+    except OSError:
+        return False
 
 
 def _end_processes(folder: RunFolder, wait: float = 2.0) -> list[int]:
@@ -308,62 +353,97 @@ def _recover_data(ws: Workspace, folder: RunFolder, workdir: str | None) -> tupl
 
 
 def _clean_up(ws: Workspace, folder: RunFolder) -> None:
-    """Undo the run's mounts and remove its working directory and raw output (best effort)."""
+    """Undo the run's mounts and remove its working directory and raw output (best effort).
+
+    Nothing is removed or unmounted through a link in the run's folder (the
+    script could have planted one): such a part is left for a person to look at.
+    """
     from runyard.agent.workdir import cleanup_stale
 
     unmount_data(folder)
-    try:
-        cleanup_stale(folder.work)
-        if os.path.isdir(folder.work):
-            os.rmdir(folder.work)
-    except Exception:  # what is left, runyard gc removes
-        pass
-    for path in (folder.raw_output,):
+    if folder.owns(folder.work):
         try:
-            os.unlink(path)
+            cleanup_stale(folder.work)
+            if os.path.isdir(folder.work):
+                os.rmdir(folder.work)
+        except Exception:  # what is left, runyard gc removes
+            pass
+    _unmount_overlays(folder)
+    if folder.owns(folder.raw_output):
+        try:
+            os.unlink(folder.raw_output)
         except OSError:
             pass
     inputs = os.path.join(folder.data, "inputs")
-    if os.path.isdir(inputs):
+    if folder.owns(inputs) and os.path.isdir(inputs):
         import shutil
 
         shutil.rmtree(inputs, ignore_errors=True)
 
 
-def unmount_data(folder: RunFolder) -> None:
-    """Unmount the input and output mounts a dead supervisor left (their helpers end then)."""
+def _unmount_overlays(folder: RunFolder) -> None:
+    """Unmount the run's own overlays wherever they are in its folder (a script may have moved its
+    working directory's folder); nothing outside the run's real folder, nothing but overlays."""
+    from runyard.agent.workdir import mounts_below, unmount
+    from runyard.data.fuse import mount_type
+
+    if not folder.owns(folder.path):
+        return
+    for mp in mounts_below(os.path.realpath(folder.path)):
+        try:
+            if mount_type(mp) == "overlay":
+                unmount(mp)
+        except Exception:  # best effort: runyard gc says what is left
+            pass
+
+
+def unmount_data(folder: RunFolder) -> list[str]:
+    """Unmount the input and output mounts a dead supervisor left (their helpers end then);
+    returns what was unmounted.
+
+    Only runyard's own FUSE mounts of this run are touched (their source says
+    ``runyard:<run id>.``), whatever ``mounts.txt`` (which the script can
+    write) lists: another run's mount, or anybody else's, is left alone.
+    """
     from runyard.agent.workdir import mounts_below
+    from runyard.data.fuse import mount_source, unmount_stale
 
     noted: list[str] = []
-    try:
-        with open(folder.mounts, encoding="utf-8") as fh:
-            noted = [line.rstrip("\n") for line in fh if line.strip()]
-    except OSError:
-        pass
+    if folder.owns(folder.mounts):
+        try:
+            with open(folder.mounts, encoding="utf-8") as fh:
+                noted = [line.rstrip("\n") for line in fh if line.strip()]
+        except OSError:
+            pass
     if not noted and not os.path.isdir(folder.data):
-        return
-    from runyard.data.fuse import is_mounted, unmount_stale
-
-    below = mounts_below(os.path.realpath(folder.data)) if os.path.isdir(folder.data) else []
+        return []
+    below = mounts_below(os.path.realpath(folder.data)) if folder.owns(folder.data) else []
+    done = []
     for mp in [*below, *(m for m in noted if m not in below)]:
         try:
-            if is_mounted(mp):
-                unmount_stale(mp)
+            source = mount_source(mp)
+            if source is None or not source.startswith(f"runyard:{folder.run_id}."):
+                continue  # not mounted, or not this run's
+            unmount_stale(mp)
+            done.append(mp)
         except Exception:  # best effort: runyard gc tries again
             pass
+    return done
 
 
 def _remove(folder: RunFolder) -> None:
     import shutil
 
     unmount_data(folder)
-    try:
-        from runyard.agent.workdir import cleanup_stale
+    if folder.owns(folder.path):
+        try:
+            from runyard.agent.workdir import cleanup_stale
 
-        cleanup_stale(folder.work)
-        shutil.rmtree(folder.path)
-    except Exception:  # runyard gc tries again
-        pass
+            if folder.owns(folder.work):
+                cleanup_stale(folder.work)
+            shutil.rmtree(folder.path)
+        except Exception:  # runyard gc tries again
+            pass
     folder.release()
 
 

@@ -406,17 +406,18 @@ def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
 
 
 def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
-              ws: Workspace | None = None) -> list[str]:
+              ws: Workspace | None = None, problems: list[str] | None = None) -> list[str]:
     """Reap the runs nobody looks after any more (see :mod:`runyard.reaper`); returns their ids.
 
     Cheap when nothing is lost: a lock try per unfinished run of this machine.
-    ``runs`` limits it to those runs. Without ``ws`` nothing is done.
+    ``runs`` limits it to those runs. Without ``ws`` nothing is done. A run that
+    cannot be reaped now is said in ``problems`` and left for the next read.
     """
     if ws is None:
         return []
     from runyard.reaper import reap_lost as reap_all
 
-    return reap_all(ws, history, None if runs is None else list(runs))
+    return reap_all(ws, history, None if runs is None else list(runs), problems=problems)
 
 
 END_RECORD_WAIT: Final = 10.0
@@ -461,7 +462,11 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
             return run
     from runyard.reaper import reap, reap_lost
 
-    reaped = reap(ws, history, run_id)
+    try:
+        reaped = reap(ws, history, run_id)
+    except Exception as exc:
+        raise RunError(f"Nobody looks after run {run_id} any more (its supervisor is gone), and reaping it failed: "
+                       f"{exc}. Its files stay in {folder.path}; try again later, or run: runyard gc") from exc
     if reaped is not None:
         return reaped
     run = history.get_run(run_id)

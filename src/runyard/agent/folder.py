@@ -161,6 +161,23 @@ class RunFolder:
         """``active/<run id>``: there while the run is not finished; its holders are in charge."""
         return os.path.join(self.active_dir, self.run_id)
 
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` (a path in the run's folder) really is in it: neither the folder
+        nor any folder between it and ``path`` is a symbolic link.
+
+        The script can write its run folder on the local target: whoever cleans up
+        after it checks this before removing or unmounting anything there, so a
+        link the script planted (``work -> /``) leads nowhere.
+        """
+        top = os.path.join(os.path.realpath(os.path.dirname(self.path)), self.run_id)
+        if os.path.realpath(self.path) != top:
+            return False  # the run's folder itself was swapped for a link
+        rel = os.path.relpath(os.path.abspath(path), self.path)
+        if rel == ".." or rel.startswith("../"):
+            return False
+        target = os.path.normpath(os.path.join(top, rel))
+        return os.path.realpath(target) == target  # no link on the way, the last part included
+
     # -- who is in charge --------------------------------------------------------------
     def claim(self) -> int:
         """Make the run's marker and hold it (shared); returns the descriptor to keep open.

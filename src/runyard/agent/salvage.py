@@ -55,6 +55,8 @@ def own_artifacts(records: list[ArtifactRecord], shipped: dict[str, str]) -> lis
 
 def files_root(folder: RunFolder) -> str | None:
     """Where the run's files are now: the working directory, its overlay's upper layer, or None."""
+    if not folder.owns(folder.work):
+        return None  # swapped for a link (by the script?): not followed
     wd = os.path.join(folder.work, WD)
     upper = os.path.join(folder.work, UPPER)
     if os.path.isdir(wd) and (os.path.ismount(wd) or not os.path.isdir(upper)):
@@ -94,7 +96,7 @@ def salvage(store: ObjectStore, folder: RunFolder, snapshot_id: str | None) -> S
     sources: list[tuple[str, str]] = []
     if root is not None:
         sources += [(root, "outputs"), (root, "logs")]
-    if os.path.isdir(folder.logs_mirror):
+    if os.path.isdir(folder.logs_mirror) and folder.owns(folder.logs_mirror):
         sources.append((folder.path, "logs"))  # the mirror: logs the run deleted (the working directory wins)
     for base, prefix in sources:
         try:

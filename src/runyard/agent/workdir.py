@@ -280,6 +280,11 @@ def cleanup_stale(run_dir: str | os.PathLike[str]) -> list[str]:
     return done
 
 
+def unmount(target: str) -> None:
+    """Unmount ``target`` (lazily when busy); nothing when it is not a mount point."""
+    _umount(target)
+
+
 def mounts_below(path: str) -> list[str]:
     """Mount points at or below ``path`` in this mount namespace, deepest first."""
     prefix = path.rstrip("/") + "/"
@@ -296,6 +301,28 @@ def mounts_below(path: str) -> list[str]:
     except FileNotFoundError:  # no /proc: nothing this module mounted can exist
         return []
     return sorted(found, key=lambda p: (-p.count("/"), p))
+
+
+def overlay_lowers() -> set[str]:
+    """The lower layers of the overlays mounted now (a layer in use must stay, even when
+    the supervisor that mounted it died and nobody holds its lock)."""
+    found: set[str] = set()
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh:
+                fields = line.rstrip(b"\n").split(b" ")
+                if b"-" not in fields[6:]:
+                    continue
+                at = fields.index(b"-", 6)
+                if len(fields) < at + 4 or fields[at + 1] != b"overlay":
+                    continue
+                for option in fields[at + 3].split(b","):
+                    if option.startswith(b"lowerdir="):
+                        value = _unescape_mountinfo(option[len(b"lowerdir="):])
+                        found.update(os.fsdecode(p).replace("\\:", ":") for p in re.split(rb"(?<!\\):", value) if p)
+    except FileNotFoundError:
+        pass
+    return found
 
 
 def overlay_available(directory: str | os.PathLike[str]) -> bool:
@@ -467,7 +494,10 @@ def prune_lower_cache(cache: str | os.PathLike[str], keep: int = 8) -> list[str]
     layers = [n for n in names if len(n) == 64 and os.path.isdir(os.path.join(root, n))]
     layers.sort(key=lambda n: os.path.getmtime(os.path.join(root, n)), reverse=True)
     removed = []
+    in_use = overlay_lowers() if layers[keep:] else set()
     for name in layers[keep:]:
+        if os.path.join(root, name) in in_use:
+            continue  # under a mounted overlay whose supervisor died (its lock went with it)
         lock = os.open(os.path.join(root, f"{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -707,4 +737,6 @@ __all__ = [
     "materialize",
     "mounts_below",
     "overlay_available",
+    "overlay_lowers",
+    "unmount",
 ]

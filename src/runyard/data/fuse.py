@@ -1275,6 +1275,27 @@ def _mount_type(path: str | os.PathLike[str]) -> str | None:
     return found
 
 
+def mount_type(path: str | os.PathLike[str]) -> str | None:
+    """The filesystem type mounted at ``path`` (``overlay``, ``fuse.runyard``...), or None."""
+    return _mount_type(path)
+
+
+def mount_source(path: str | os.PathLike[str]) -> str | None:
+    """The source field of what is mounted at ``path`` (the topmost), or None; a runyard
+    mount's is ``runyard:<label>``."""
+    target = _canonical(path)
+    found = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(" ")
+                if len(fields) > 8 and _unescape_mountinfo(fields[4]) == target and "-" in fields[6:]:
+                    found = _unescape_mountinfo(fields[fields.index("-", 6) + 2])
+    except OSError:
+        return None
+    return found
+
+
 def is_mounted(path: str | os.PathLike[str]) -> bool:
     """Whether something is mounted at ``path``, alive or dead."""
     return _mount_type(path) is not None

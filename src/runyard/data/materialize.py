@@ -441,7 +441,10 @@ class RunData:
         staging = os.path.join(self.folder, DATA_DIR, "staging", label) if writable else None
         if staging:
             os.makedirs(staging, exist_ok=True)
-        spec = MountSpec(mountpoint=target, filesystem=ds.filesystem_spec(), label=f"{ds.name}-{label}",
+        # The run's id leads the label (the mount's source is runyard:<run id>.<...>): whoever
+        # cleans up after a dead supervisor unmounts only what is this run's.
+        spec = MountSpec(mountpoint=target, filesystem=ds.filesystem_spec(),
+                         label=f"{os.path.basename(self.folder)}.{ds.name}-{label}",
                          writable=writable, root=root, manifest=manifest, staging_dir=staging)
         try:
             # Noted first, so that whoever finds this run's supervisor dead unmounts it (runs.reap_lost).
@@ -501,9 +504,12 @@ class RunData:
         self.mounts.clear()
         return problems
 
-    def finish(self) -> tuple[list[dict[str, Any]], list[str]]:
+    def finish(self, *, listed_whole: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
         """Unmount, upload the outputs (whatever the run's end), list what each
-        output holds; return the lineage records for the end file and problems."""
+        output holds; return the lineage records for the end file and problems.
+
+        ``listed_whole``: an output is everything at its destination, not only
+        what this call uploaded (a reaper finishing what another one began)."""
         problems = self.unmount_all()
         records: list[dict[str, Any]] = []
         for rec in self.inputs:
@@ -517,7 +523,7 @@ class RunData:
                 ds = Datastore.get(self.ws, rec["datastore"])
                 written = self._upload(ds, rec) if rec["mode"] == "upload" else None
                 listed = ds.list_files(rec["path"])
-                if written is not None:  # files older runs left there (overwrite=True) are not this output
+                if written is not None and not listed_whole:  # files older runs left there are not this output
                     listed = [f for f in listed if f.path in written]
                 base = rec["path"]
                 out["files"] = [[relative_to(base, f.path), ds.name, f.path, f.size, f.fingerprint, f.mtime]
@@ -539,8 +545,16 @@ class RunData:
         alone, upload what each upload-mode output's folder holds (and what a
         mount-mode output's folder holds, if it was never mounted) and list
         every input and output for lineage. Unmount the run's mounts first."""
+        problems: list[str] = []
         for item in self.plan.get("outputs", []):
             target = local_path(self.folder, self.workdir, item, "outputs")
+            inside = [os.path.join(self.folder, DATA_DIR), self.workdir]
+            if not any((target + os.sep).startswith(p + os.sep) and _no_link_below(p, target) for p in inside):
+                # The plan is in the run's folder, which the script could rewrite: a folder
+                # elsewhere is not read on its word. It stays where it is.
+                problems.append(f"output '{item['name']}' was not stored: its folder {target} is outside the "
+                                "run's folders; its files are there")
+                continue
             mode = item["mode"]
             if mode == "mount" and os.path.isdir(target) and os.listdir(target):
                 mode = "upload"  # FUSE was not available: the script wrote a plain folder
@@ -552,12 +566,15 @@ class RunData:
                                 "dataset": item.get("dataset"), "version": item.get("version"),
                                 "datastore": item.get("datastore"), "path": item.get("path"),
                                 "local_path": local_path(self.folder, self.workdir, item, "inputs")})
-        return self.finish()
+        records, more = self.finish(listed_whole=True)
+        return records, problems + more
 
     def _remove_local(self, path: str) -> None:
-        """Remove a run's own data folder (never one the user named with an absolute path_on_compute)."""
+        """Remove a run's own data folder (never one the user named with an absolute path_on_compute,
+        nor one reached through a link planted in the run's folder)."""
         own = os.path.join(self.folder, DATA_DIR) + os.sep
-        if (path + os.sep).startswith(own) and os.path.isdir(path) and not os.path.ismount(path):
+        if (path + os.sep).startswith(own) and os.path.isdir(path) and not os.path.ismount(path) \
+                and _no_link_below(self.folder, path):
             shutil.rmtree(path, ignore_errors=True)
 
     def _upload(self, ds: Datastore, rec: dict[str, Any]) -> set[str]:
@@ -590,6 +607,14 @@ class RunData:
         written = put_pairs(ds, pairs, overwrite=True, label=f"output {rec['name']}") if pairs else []
         self.say(f"output '{rec['name']}': {plural(len(pairs), 'file')} to {ds.name}:{rec['path']}")
         return set(written)
+
+
+def _no_link_below(top: str, path: str) -> bool:
+    """Whether nothing between ``top`` and ``path`` (included) is a symbolic link."""
+    rel = os.path.relpath(path, top)
+    if rel == ".." or rel.startswith(".." + os.sep):
+        return False
+    return os.path.realpath(path) == os.path.join(os.path.realpath(top), rel) if rel != "." else True
 
 
 __all__ = ["RunData", "cache_key", "copy_out", "download_dataset", "fetch", "local_path", "prune_cache"]
