@@ -550,3 +550,37 @@ def test_the_reaper_follows_no_link_and_unmounts_nothing_a_script_planted(worksp
             subprocess.run(["umount", "-l", str(victim / "mnt")], check=False)
         if "bystander" in locals():
             bystander.kill()
+
+
+def test_logs_follow_shows_the_last_line_when_the_supervisor_dies(workspace: Workspace, src: Path) -> None:
+    write_script(src, "w.py", WRITES_THEN_WAITS)
+    run = submit(workspace, src, "w.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    follower = subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, "logs", "-f",
+                                 run.id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "progress 100%" in Path(folder.raw_output).read_text())
+    time.sleep(0.3)  # the follower has shown what the driver log had
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert out.endswith("all written\nprogress 100%\n")
+
+
+def test_a_working_directory_unmounted_under_the_run_keeps_its_outputs(workspace: Workspace, src: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the working directory is an overlay only as root")
+    write_script(src, "u.py", """
+        import os, time
+        os.makedirs("outputs", exist_ok=True)
+        for i in range(8):
+            open(f"outputs/o{i}.txt", "w").write(str(i))
+        print("written", flush=True)
+        time.sleep(3)
+    """)
+    run = submit(workspace, src, "u.py")
+    folder = RunFolder.of(workspace.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and "written" in Path(folder.raw_output).read_text())
+    subprocess.run(["umount", "-l", os.path.join(folder.work, "wd")], check=True)
+    run.wait_for_completion()
+    assert {f"outputs/o{i}.txt" for i in range(8)} <= set(run.get_file_names())
+    assert "upper layer" in (run.get_details()["error"] or "")

@@ -130,6 +130,19 @@ def follow(
                 chunk = fh.read()
                 if chunk:
                     yield chunk
+                # Made again meanwhile (a reaper rebuilds a dead supervisor's log
+                # with its last lines): the new file from where this one ended.
+                at = fh.tell()
+                try:
+                    replaced = os.stat(path).st_ino != os.fstat(fh.fileno()).st_ino
+                except OSError:
+                    replaced = False
+                if replaced:
+                    fh.close()
+                    fh = open(path, "rb")  # noqa: SIM115 - closed in finally
+                    fh.seek(at)
+                    if chunk := fh.read():
+                        yield chunk
                 return
             time.sleep(poll)
     finally:

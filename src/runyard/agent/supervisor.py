@@ -206,11 +206,15 @@ class _LiveSync:
     recorded at once in the run's journal and, off the supervise loop, in the
     history (see :mod:`runyard.agent.journal`)."""
 
-    def __init__(self, store: ObjectStore, wd: str, folder: RunFolder, shipped: dict[str, str]) -> None:
+    def __init__(self, store: ObjectStore, wd: str, folder: RunFolder, shipped: dict[str, str],
+                 upper: str | None = None) -> None:
         from runyard.agent.artifacts import LogsMirror, OutputsSync
         from runyard.agent.journal import ArtifactJournal
 
         self.store = store
+        self.wd = wd
+        self.upper = upper
+        """The overlay's upper layer (what the run wrote), when the working directory is an overlay."""
         self.outputs = OutputsSync(store, wd, prefix="outputs")
         self.logs = OutputsSync(store, wd, prefix="logs")
         self.mirror = LogsMirror(os.path.join(wd, "logs"), folder.logs_mirror)
@@ -280,6 +284,24 @@ class _LiveSync:
         else:
             self.note(logs)
             artifacts.extend(logs)
+        if self.upper is not None and os.path.isdir(self.upper) and not os.path.ismount(self.wd):
+            # Unmounted under the run (by hand, say): what the run wrote is in the upper layer.
+            from runyard.agent.artifacts import OutputsSync
+
+            problems.append("the working directory was unmounted before the run ended; its outputs and logs "
+                            "were taken from the overlay's upper layer")
+            found = {a.name: a for a in artifacts}
+            for prefix in ("outputs", "logs"):
+                sync = OutputsSync(self.store, self.upper, prefix=prefix)
+                try:
+                    sync.scan(final=True)
+                except Exception as exc:
+                    problems.append(f"syncing {prefix} from the upper layer failed: {exc}")
+                    continue
+                own = self.own(sync.records)
+                self.note(own)
+                found.update((a.name, a) for a in own)
+            artifacts = [found[n] for n in sorted(found)]
         return artifacts, problems
 
 
@@ -435,7 +457,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             data.unmount_all()
         workdir.cleanup()
         return fail_early("the script cannot be run", exc)
-    live = _LiveSync(store, wd, folder, shipped_files(store, request.snapshot_id))
+    upper = os.path.join(folder.work, "layers", "upper") if workdir.method == "overlay" else None
+    live = _LiveSync(store, wd, folder, shipped_files(store, request.snapshot_id), upper)
     if (code := canceled_early()) is not None:
         if data is not None:
             data.unmount_all()
