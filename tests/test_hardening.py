@@ -584,3 +584,25 @@ def test_a_working_directory_unmounted_under_the_run_keeps_its_outputs(workspace
     run.wait_for_completion()
     assert {f"outputs/o{i}.txt" for i in range(8)} <= set(run.get_file_names())
     assert "upper layer" in (run.get_details()["error"] or "")
+
+
+def test_cli_command_runs_and_reruns_and_a_program_runs_as_it_is(workspace: Workspace, src: Path) -> None:
+    import shutil
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runyard", "--workspace", workspace.path, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    write_script(src, "t.py", "import sys\nprint('args', sys.argv[1:])\n")
+    done = cli("run", "--source-dir", str(src), "--command", "python t.py 'two words' && echo second")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "args ['two words']\nsecond\n"
+    run_id = done.stderr.split("runyard: run ")[1].split()[0]
+    again = cli("rerun", run_id)
+    assert again.returncode == 0 and again.stdout == done.stdout, again.stderr
+    listed = cli("runs", "ls")
+    assert "python t.py 'two words' && echo second" in listed.stdout
+    assert cli("run", "--source-dir", str(src), "--command", "true", "t.py").returncode != 0  # not both
+    shutil.copy("/bin/echo", src / "prog")
+    prog = cli("run", "--source-dir", str(src), "prog", "from", "a program")
+    assert prog.returncode == 0 and prog.stdout == "from a program\n", prog.stderr

@@ -421,25 +421,34 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
               help="Let output NAME write over files already at its destination. Repeatable.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
               help="Tag the run (KEY alone: an empty value). Repeatable.")
-@click.argument("script")
+@click.option("--command", "shell_command", metavar="COMMAND",
+              help="Run this shell command (through /bin/sh -c) in the working directory instead of a script.")
+@click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, max_bytes: str | None,
             max_files: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], registers: tuple[str, ...],
-            overwrites: tuple[str, ...], script: str, args: tuple[str, ...], secrets: str | None = None,
-            tags: tuple[str, ...] = ()) -> None:
+            overwrites: tuple[str, ...], script: str | None, args: tuple[str, ...], secrets: str | None = None,
+            tags: tuple[str, ...] = (), shell_command: str | None = None) -> None:
     """Run SCRIPT from a snapshot of the source directory, in an isolated
     working directory; ARGS go to the script unchanged, except that
     ${{inputs.NAME}} and ${{outputs.NAME}} become the local paths of an
-    input or output. Exits with the script's exit code (128+N if signal N
-    killed it, 130 if canceled)."""
+    input or output. With --command, run that shell command instead.
+    Exits with the script's exit code (128+N if signal N killed it, 130 if
+    canceled)."""
     from runyard.runs import RunSpec
 
+    if shell_command is not None and (script is not None or args):
+        raise _Failure("Give a script (with its arguments) or --command, not both. To pass arguments with "
+                       "--command, put them in the command: --command 'python train.py --lr 0.1'.")
+    if shell_command is None and script is None:
+        raise _Failure("Nothing to run: give a script (runyard run train.py) or a command "
+                       "(runyard run --command 'make train').")
     ws = _open_workspace(ctx)
     arguments: list[str] = list(args)
     ins: list[Any] = []
     outs: list[Any] = []
-    if inputs or outputs or registers or overwrites or any("${{" in a for a in arguments):
+    if inputs or outputs or registers or overwrites or any("${{" in a for a in [*arguments, shell_command or ""]):
         from runyard.data.inputs import collect, parse_input, parse_output
 
         ins = [parse_input(ws, text) for text in inputs]
@@ -456,9 +465,9 @@ def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, 
                 raise _Failure(f"--overwrite-output {name}: there is no --output {name}.")
             by_name[name].overwrite = True
         arguments, ins, outs = collect(arguments, ins, outs)
-    spec = RunSpec(source_directory=source_dir, script=script, arguments=arguments, experiment=experiment,
+    spec = RunSpec(source_directory=source_dir, script=script or "", arguments=arguments, experiment=experiment,
                    max_bytes=max_bytes, max_files=max_files, inputs=ins, outputs=outs, secrets=secrets,
-                   tags=_tags_opt(tags))
+                   tags=_tags_opt(tags), command=shell_command)
     with _limit_advice("run"):
         _start_and_follow(ws, spec, detach)
 
@@ -476,20 +485,10 @@ def rerun_cmd(ctx: click.Context, run_id: str, detach: bool, secrets: str | None
 
     The snapshot is reused as it is: likely secrets in it are flagged again
     (and refused under --secrets refuse / snapshot.secrets = refuse)."""
-    from runyard.runs import RunSpec, get_run
+    from runyard.runs import rerun_spec
 
     ws = _open_workspace(ctx)
-    old = get_run(ws, run_id)
-    if old.snapshot_id is None or old.script is None:
-        raise _Failure(f"Run {old.id} has no snapshot to run again (it failed before one was taken).")
-    git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
-    from runyard.data.lineage import load_plan
-
-    spec = RunSpec(source_directory=old.source_dir or ".", script=old.script, arguments=list(old.arguments),
-                   experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
-                   git={k: v for k, v in git.items() if v is not None},
-                   data_plan=load_plan(os.path.join(ws.runs_dir, old.id)), secrets=secrets, tags=_tags_opt(tags))
-    _start_and_follow(ws, spec, detach)
+    _start_and_follow(ws, rerun_spec(ws, run_id, secrets=secrets, tags=_tags_opt(tags)), detach)
 
 
 @main.command("cancel")
@@ -559,8 +558,8 @@ def runs_ls(ctx: click.Context, experiment: str | None, statuses: tuple[str, ...
     click.echo(f"{'RUN ID':<{width}}  {'STATUS':<10}  {'CREATED':<19}  {'DURATION':>8}  SCRIPT")
     for r in runs:
         took = f"{r.duration:.1f}s" if r.duration is not None else "-"
-        click.echo(f"{r.id:<{width}}  {r.status.value:<10}  {_fmt_time(r.created):<19}  {took:>8}  "
-                   f"{r.script or ''} {' '.join(r.arguments)}".rstrip())
+        what = " ".join([r.script or "", *r.arguments]).strip()
+        click.echo(f"{r.id:<{width}}  {r.status.value:<10}  {_fmt_time(r.created):<19}  {took:>8}  {what}")
 
 
 def _show_flagged(properties: dict[str, str]) -> None:

@@ -301,12 +301,15 @@ def _salvage(ws: Workspace, folder: RunFolder, request: RunRequest | None, recor
         how, when = "the script never started", "while it prepared the run"
     else:
         how, when = "the script never started", "before it took the run over"
-    whom = f"pid {pid} on {host}" if isinstance(pid, int) else f"on {host}"
     files = taken.artifacts
     kept = (f"What the run had written was kept: {_count(files, 'file')} of ./outputs, ./logs and the driver log"
             f"{f' ({taken.recovered} taken from its working directory now)' if taken.recovered else ''}."
             if files else "It had written nothing to keep.")
-    error = f"The run was lost: its supervisor ({whom}) stopped {when}; {how}. {kept}"
+    if isinstance(pid, int):
+        error = f"The run was lost: its supervisor (pid {pid} on {host}) stopped {when}; {how}. {kept}"
+    else:
+        error = (f"The run was lost: the process that started it on {host} stopped before a supervisor took the "
+                 f"run over, or its supervisor failed at once; {how}. {kept}")
     last_words = _crash(folder)
     if last_words:
         error += f"\nThe supervisor failed with: {last_words} (the whole traceback is in {folder.supervisor_log})"

@@ -341,6 +341,30 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     return request
 
 
+def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
+               tags: dict[str, str] | None = None) -> RunSpec:
+    """What to run to run ``run_id`` again: its snapshot, script and arguments (or command),
+    and data, as a new run whose parent it is (``runyard rerun``)."""
+    from runyard.agent.folder import RunFolder
+    from runyard.data.lineage import load_plan
+
+    old = get_run(ws, run_id)
+    folder = RunFolder.of(ws.path, old.id)
+    command = None
+    try:
+        command = RunRequest.load(folder.path).command
+    except (OSError, ValueError, TypeError):
+        pass  # a run from before commands, or whose folder is gone: a script run
+    if old.snapshot_id is None or (old.script is None and command is None):
+        raise RunError(f"Run {old.id} has no snapshot to run again (it failed before one was taken).")
+    git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
+    return RunSpec(source_directory=old.source_dir or ".", script="" if command is not None else (old.script or ""),
+                   arguments=[] if command is not None else list(old.arguments), command=command,
+                   experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
+                   git={k: v for k, v in git.items() if v is not None},
+                   data_plan=load_plan(folder.path), secrets=secrets, tags=dict(tags or {}))
+
+
 def record(history: RunHistory, request: RunRequest) -> RunRecord:
     """The run's record, made (Queued) if it is not there yet.
 
@@ -358,7 +382,9 @@ def record(history: RunHistory, request: RunRequest) -> RunRecord:
             request.experiment, run_id=request.run_id, status=RunStatus.QUEUED, created=request.created,
             parent_run_id=request.parent_run_id, tags=request.tags or None,
             properties=request.flag_properties() or None, snapshot_id=request.snapshot_id,
-            source_dir=request.source_dir, script=request.script, arguments=request.arguments,
+            source_dir=request.source_dir, script=request.script or None,
+            arguments=request.arguments if request.command is None else (
+                [request.command] if isinstance(request.command, str) else list(request.command)),
             compute_target=request.compute_target, python_version=request.python_version, **request.git,
         )
     except HistoryError:

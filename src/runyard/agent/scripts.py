@@ -4,6 +4,7 @@
 - a file that starts with ``#!``: with the interpreter its first line names
   (as the kernel would, whether or not the file is executable);
 - ``*.sh`` / ``*.bash`` without a ``#!`` line: with ``bash``;
+- a program (an ELF executable): as it is;
 - a notebook (``*.ipynb``) or anything else: refused, saying what to do.
 
 A run can also be a whole command instead of a script (Azure ML's
@@ -42,6 +43,8 @@ def runner_for_name(script: str, head: bytes) -> list[str]:
             f"'{script}' is a notebook, not a script. Convert it and run the .py file "
             f"(jupyter nbconvert --to script {script}), or run it with a command, e.g. "
             f"ScriptRunConfig(command=['papermill', '{script}', 'outputs/{os.path.basename(script)}']).")
+    if head.startswith(b"\x7fELF"):
+        return []  # a program: it runs itself
     if head.startswith(b"#!"):
         line = head[2:].split(b"\n", 1)[0].strip()
         parts = line.decode("utf-8", "surrogateescape").split(None, 1)
@@ -52,9 +55,10 @@ def runner_for_name(script: str, head: bytes) -> list[str]:
     if ext in (".sh", ".bash"):
         return ["bash"]
     raise RunError(
-        f"runyard does not know how to run '{script}': it is not a Python file (.py), a shell script (.sh) or a "
-        "file with a '#!' line. Add a first line naming its interpreter (e.g. '#!/usr/bin/env Rscript'), "
-        f"or run it with a command: ScriptRunConfig(command=['Rscript', '{script}']).")
+        f"runyard does not know how to run '{script}': it is not a Python file (.py), a shell script (.sh), a "
+        "program, or a file with a '#!' line. Add a first line naming its interpreter (e.g. '#!/usr/bin/env "
+        f"Rscript'), or run it with a command: runyard run --command 'Rscript {script}', or "
+        f"ScriptRunConfig(command=['Rscript', '{script}']).")
 
 
 def runner_for(path: str, script: str) -> list[str]:
@@ -65,11 +69,16 @@ def runner_for(path: str, script: str) -> list[str]:
     except OSError as exc:
         raise RunError(f"Cannot read the script '{script}': {exc.strerror}. Check the file and its permissions.") \
             from exc
-    return runner_for_name(script, head)
+    runner = runner_for_name(script, head)
+    if not runner and not os.access(path, os.X_OK):
+        raise RunError(f"'{script}' is a program but is not executable. Make it executable (chmod +x {script}).")
+    return runner
 
 
 def command_for(runner: Sequence[str], script: str, arguments: Sequence[str], python: str) -> list[str]:
-    """The command line that runs ``script`` with ``runner``."""
+    """The command line that runs ``script`` with ``runner`` (an empty runner: the script is a program)."""
+    if not runner:
+        return [os.path.join(".", script), *arguments]
     return [python if part == PYTHON else part for part in runner] + [script, *arguments]
 
 

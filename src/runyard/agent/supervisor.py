@@ -482,7 +482,9 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
     identity.update(script_pid=proc.pid, script_started=started)
     folder.write_identity(identity)
-    command_line_text = " ".join(command)
+    import shlex
+
+    command_line_text = shlex.join(command)
     history: RunHistory | None = None
     unrecordable: Exception | None = None
 

@@ -110,7 +110,8 @@ class Prefork:
             os.close(self._ack_r)
         if ack != b"1":
             raise RunError(f"The supervisor of run {run_id} stopped before it took the run; see "
-                           f"{RunFolder.of(ws.path, run_id).supervisor_log}. The run is recorded as lost.")
+                           f"{RunFolder.of(ws.path, run_id).supervisor_log}. The next read of the run records it "
+                           "as lost.")
         return self.pid
 
     def abandon(self) -> None:
