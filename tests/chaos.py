@@ -9,15 +9,22 @@ moment the trial kills, with SIGKILL, one of:
 ``supervisor``  the supervisor (right after launch, while the script runs, or
                 while it stores the outputs at the end);
 ``runyard-run`` the ``runyard run`` command that follows the run (the run must go on);
-``host``        everything at once, and the working directory's overlay is
-                unmounted, as a reboot would leave the run folder.
+``host``        everything at once, the output's writer included, and the working
+                directory's overlay is unmounted, as a reboot would leave the run
+                folder (what was in a pipe's kernel buffer at that instant is gone
+                with it, as on a real reboot: lines printed less than 50 ms before
+                are not required);
+``reader``      the supervisor, then the first reader of the run (``runyard runs ls``)
+                while it reaps it.
 
-Then it reads the run once, as a user would, and checks: the run has ended;
-every output file the witness saw closed before the kill is an artifact with
-that content; every line printed before the kill (the last one has no newline)
-is in the stored driver log; every log line written before the kill is in the
-stored ``logs/train.log``; every artifact's blob is intact; the history passes
-``PRAGMA integrity_check``; nothing is left mounted, running or marked active.
+Then it reads the run, as a user would, with two more readers at the same
+time, and checks: every read says the run has ended; every output file the
+witness saw closed before the kill is an artifact with that content; every
+line printed before the kill (the last one has no newline) is in the stored
+driver log, and in what ``runyard run`` printed when it lived on; every log
+line written before the kill is in the stored ``logs/train.log``; every
+artifact's blob is intact; the history passes ``PRAGMA integrity_check``;
+nothing is left mounted, running or marked active.
 
 ``tests/test_chaos.py`` runs a few dozen trials in the suite; ``bench/bench_chaos.py``
 runs hundreds and prints the figures.
@@ -37,7 +44,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("script", "supervisor", "runyard-run", "host")
+KINDS = ("script", "supervisor", "runyard-run", "host", "reader")
+HOST_SLACK = 0.05
+"""Seconds before a simulated reboot within which a printed line may be lost (a pipe's buffer)."""
 
 SCRIPT = r'''
 import json, os, random, sys, time
@@ -186,10 +195,12 @@ class Chaos:
         runs_dir = Path(self.ws) / "runs"
         before = set(os.listdir(runs_dir)) if runs_dir.exists() else set()
         env = {**os.environ, "RUNYARD_CANCEL_GRACE": "2", "CHAOS_TRIAL": f"{os.getpid()}-{self.n}"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--workspace", self.ws, "run", "--source-dir", str(self.src),
-             "-e", "chaos", "chaos.py", str(witness), str(seed)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        printed = self.witness_dir / f"out{self.n}-{seed}.txt"
+        with printed.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runyard", "--workspace", self.ws, "run", "--source-dir", str(self.src),
+                 "-e", "chaos", "chaos.py", str(witness), str(seed)],
+                stdout=out, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         t0 = time.monotonic()
         folder = None
         while folder is None and time.monotonic() - t0 < 30:
@@ -214,7 +225,7 @@ class Chaos:
                 time.sleep(0.002)
             time.sleep(rnd.uniform(0, 0.7) if mark == "start" else rnd.uniform(0, 0.15))
         who = folder.read_identity()
-        wanted = {"supervisor": "pid", "script": "script_pid"}.get(kind)
+        wanted = {"supervisor": "pid", "reader": "pid", "script": "script_pid"}.get(kind)
         if wanted and not isinstance(who.get(wanted), int):
             deadline = time.monotonic() + 20  # as soon as there is one to kill
             while not isinstance((who := folder.read_identity()).get(wanted), int) and time.monotonic() < deadline:
@@ -225,12 +236,13 @@ class Chaos:
         killed_at = time.time()
         if kind == "script":
             victims = [who.get("script_pid")]
-        elif kind == "supervisor":
+        elif kind in ("supervisor", "reader"):
             victims = [who.get("pid")]
         elif kind == "runyard-run":
             victims = [proc.pid]
         else:  # every process of the trial (found by its environment), as a reboot would
-            victims = list(_processes_with(f"CHAOS_TRIAL={env['CHAOS_TRIAL']}"))
+            victims = [*_processes_with(f"CHAOS_TRIAL={env['CHAOS_TRIAL']}"),
+                       *_processes_with(f"RUNYARD_CAPTURE_OF={folder.run_id}")]
         for pid in victims:
             _kill(pid)
         alive = _wait_gone([p for p in victims if isinstance(p, int) and p != proc.pid])
@@ -240,12 +252,23 @@ class Chaos:
             wd = os.path.join(folder.work, "wd")  # a reboot takes the overlay away too
             if os.path.ismount(wd):
                 subprocess.run(["umount", "-l", wd], check=False, capture_output=True)
+        if kind == "reader":  # the first reader, killed while it reaps the run
+            reader = subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", self.ws, "runs", "ls"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rnd.uniform(0.05, 0.6))
+            reader.kill()
+            reader.wait()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             trial.violations.append("runyard run did not exit within 60 s of the kill")
         self._check(trial, folder, witness, killed_at, handed_over)
+        if kind in ("script", "supervisor") and handed_over:  # runyard run lived on: it showed every line
+            shown = printed.read_text(errors="replace")
+            for r in _witness(witness):
+                if r["kind"] == "line" and float(r["t"]) < killed_at and str(r["text"]) + "\n" not in shown:  # type: ignore[arg-type]
+                    trial.violations.append(f"runyard run did not show {r['text']!r}")
         return trial
 
     def _check(self, trial: Trial, folder: object, witness: Path, killed_at: float, handed_over: bool) -> None:
@@ -260,6 +283,9 @@ class Chaos:
         assert isinstance(folder, RunFolder)
         ws = Workspace(self.ws)
         history = ws.open_history()
+        others = [subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", self.ws, "runs", "show",
+                                    trial.run_id, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for _ in range(2)] if trial.kind not in ("runyard-run", "script") else []
         try:
             try:
                 record = get_run(ws, trial.run_id, history)
@@ -281,6 +307,11 @@ class Chaos:
                 trial.violations.append(f"the run is {record.status.value} after a read "
                                         f"({_who_holds(folder.marker)})")
                 return
+            for other in others:
+                out, err = other.communicate(timeout=120)
+                status = json.loads(out).get("status") if other.returncode == 0 else f"an error: {err.strip()}"
+                if status not in ("Completed", "Failed", "Canceled"):
+                    trial.violations.append(f"a reader at the same time saw {status}")
             if trial.kind == "runyard-run" and handed_over and record.status is not RunStatus.COMPLETED:
                 trial.violations.append(f"killing runyard run ended the run: {record.status.value}")
             arts = {a.name: a for a in history.list_artifacts(trial.run_id)}
@@ -292,7 +323,8 @@ class Chaos:
                 except RunyardError as exc:
                     trial.violations.append(f"artifact {a.name} is corrupt: {exc}")
             seen = _witness(witness)
-            before = [r for r in seen if float(r["t"]) < killed_at]  # type: ignore[arg-type]
+            before = [r for r in seen if float(r["t"]) < killed_at  # type: ignore[arg-type]
+                      - (HOST_SLACK if trial.kind == "host" and r["kind"] == "line" else 0)]
             if trial.kind == "runyard-run" and handed_over:
                 before = seen  # the run went on to its end
             log = contents.get("runyard_logs/driver_log.txt", b"").decode("utf-8", "replace")
@@ -323,9 +355,22 @@ class Chaos:
                 trial.violations.append(f"still mounted: {mounts_below(os.path.realpath(folder.path))}")
             if os.path.exists(folder.work) and os.listdir(folder.work):
                 trial.violations.append(f"working directory left: {os.listdir(folder.work)}")
+            left = [*_processes_with(f"RUNYARD_RUN_ID={trial.run_id}"),
+                    *_processes_with(f"RUNYARD_CAPTURE_OF={trial.run_id}")]
+            if left:
+                time.sleep(1)  # (a live supervisor's writer may be finishing this instant)
+                from runyard.compute.local import pid_alive
+
+                left = [p for p in left if pid_alive(p)]
+            if left:
+                trial.violations.append(f"processes of the run left running: {left}")
             _ = runyard  # (the public package imports cleanly in the checker too)
         finally:
             history.close()
+            for other in others:
+                if other.poll() is None:
+                    other.kill()
+                other.communicate()
         ok = sqlite3.connect(os.path.join(self.ws, "history.db")).execute("PRAGMA integrity_check").fetchone()
         if ok != ("ok",):
             trial.violations.append(f"PRAGMA integrity_check: {ok}")
