@@ -156,18 +156,9 @@ def _who_holds(path: str) -> str:
 
 
 def _processes_with(entry: str) -> list[int]:
-    """The pids of the processes whose environment holds ``entry`` (NAME=value)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                if entry.encode() in fh.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
+    from runyard.agent.procs import processes_with
+
+    return processes_with(entry)
 
 
 class Chaos:

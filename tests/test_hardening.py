@@ -53,6 +53,15 @@ def identity(ws: Workspace, run_id: str) -> dict[str, object]:
     return RunFolder.of(ws.path, run_id).read_identity()
 
 
+def started(ws: Workspace, src: Path, script: str, printed: str) -> tuple[runyard.Run, RunFolder]:
+    """Submit ``script`` and wait until it has printed ``printed``."""
+    run = submit(ws, src, script)
+    folder = RunFolder.of(ws.path, run.id)
+    wait_for(lambda: os.path.exists(folder.raw_output) and printed in Path(folder.raw_output).read_text(),
+             what=f"{printed!r} in the run's output")
+    return run, folder
+
+
 def kill_and_wait(pid: object) -> None:
     assert isinstance(pid, int)
     os.kill(pid, signal.SIGKILL)
@@ -105,9 +114,7 @@ def test_a_dead_supervisor_loses_no_output_log_or_last_line(workspace: Workspace
 def test_a_reboot_leaves_the_outputs_in_the_overlay_upper_layer(workspace: Workspace, src: Path) -> None:
     """Processes gone and the overlay unmounted, as after a reboot: the run's own layer has its files."""
     write_script(src, "w.py", WRITES_THEN_WAITS)
-    run = submit(workspace, src, "w.py")
-    folder = RunFolder.of(workspace.path, run.id)
-    wait_for(lambda: os.path.exists(folder.raw_output) and "all written" in Path(folder.raw_output).read_text())
+    run, folder = started(workspace, src, "w.py", "all written")
     who = identity(workspace, run.id)
     kill_and_wait(who["pid"])
     wd = os.path.join(folder.work, "wd")
@@ -200,9 +207,7 @@ def test_hostile_journal_lines_are_skipped_by_the_reaper(workspace: Workspace, s
         print("done", flush=True)
         time.sleep(600)
     """)
-    run = submit(workspace, src, "s.py")
-    folder = RunFolder.of(workspace.path, run.id)
-    wait_for(lambda: os.path.exists(folder.raw_output) and "done" in Path(folder.raw_output).read_text())
+    run, _folder = started(workspace, src, "s.py", "done")
     kill_and_wait(identity(workspace, run.id)["pid"])
     assert run.get_status() == "Failed"
     assert run.get_file_names() == ["runyard_logs/driver_log.txt"]
@@ -267,9 +272,7 @@ def test_gc_reaps_and_removes_what_crashes_left(workspace: Workspace, src: Path,
     from runyard.cleanup import collect
 
     write_script(src, "w.py", WRITES_THEN_WAITS)
-    run = submit(workspace, src, "w.py")
-    folder = RunFolder.of(workspace.path, run.id)
-    wait_for(lambda: os.path.exists(folder.raw_output) and "all written" in Path(folder.raw_output).read_text())
+    run, folder = started(workspace, src, "w.py", "all written")
     kill_and_wait(identity(workspace, run.id)["pid"])
     # A store writer that died mid-write, a layer build that crashed, a folder of a run that never was.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -477,9 +480,7 @@ def test_readers_at_once_all_see_the_end_of_a_lost_run(workspace: Workspace, src
         print("written", flush=True)
         time.sleep(600)
     """)
-    run = submit(workspace, src, "big.py")
-    folder = RunFolder.of(workspace.path, run.id)
-    wait_for(lambda: os.path.exists(folder.raw_output) and "written" in Path(folder.raw_output).read_text())
+    run, _folder = started(workspace, src, "big.py", "written")
     kill_and_wait(identity(workspace, run.id)["pid"])
     readers = [subprocess.Popen([sys.executable, "-m", "runyard", "--workspace", workspace.path, *cmd],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -577,9 +578,7 @@ def test_a_working_directory_unmounted_under_the_run_keeps_its_outputs(workspace
         print("written", flush=True)
         time.sleep(3)
     """)
-    run = submit(workspace, src, "u.py")
-    folder = RunFolder.of(workspace.path, run.id)
-    wait_for(lambda: os.path.exists(folder.raw_output) and "written" in Path(folder.raw_output).read_text())
+    run, folder = started(workspace, src, "u.py", "written")
     subprocess.run(["umount", "-l", os.path.join(folder.work, "wd")], check=True)
     run.wait_for_completion()
     assert {f"outputs/o{i}.txt" for i in range(8)} <= set(run.get_file_names())

@@ -228,33 +228,19 @@ def _end_processes(folder: RunFolder, wait: float = 2.0) -> list[int]:
     """SIGKILL what the run left running: processes with its id in their
     environment or their working directory in its working directory (not this
     process or its parents); wait for them to go. Returns their pids."""
-    mark = f"RUNYARD_RUN_ID={folder.run_id}".encode()
-    inside = os.path.realpath(folder.work) + "/"
+    from runyard.agent.procs import processes_with
+
     spare = _ancestors()
-    found = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in names:
-        if not name.isdigit() or int(name) in spare:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = fh.read().split(b"\0")
-            cwd = os.readlink(f"/proc/{name}/cwd")
-        except OSError:
-            continue
-        if mark in env or (cwd + "/").startswith(inside):
-            found.append(int(name))
+    below = folder.work if folder.owns(folder.work) else None  # never a folder a planted link leads to
+    found = [p for p in processes_with(f"RUNYARD_RUN_ID={folder.run_id}", cwd_below=below) if p not in spare]
     for pid in found:
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    deadline = time.monotonic() + wait
-    from runyard.compute.local import pid_alive
+    from runyard.agent.procs import pid_alive
 
+    deadline = time.monotonic() + wait
     while any(pid_alive(p) for p in found) and time.monotonic() < deadline:
         time.sleep(0.02)
     return found

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runyard.errors import ArtifactError
+from runyard.paths import name_problem
 from runyard.snapshot.walk import file_kind
 
 if TYPE_CHECKING:
@@ -125,24 +126,7 @@ def check_name(name: str, prefix: str) -> str:
 
 
 def _name_problem(name: str) -> str | None:
-    if not name:
-        return "it is empty"
-    if "\x00" in name:
-        return "it has a NUL character"
-    if name.startswith("/"):
-        return "it is absolute"
-    if "\\" in name:
-        return "it has a backslash"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "it is not valid UTF-8"
-    for part in name.split("/"):
-        if part in (".", ".."):
-            return f"it has a {part!r} part"
-        if not part:
-            return "it has an empty part"
-    return None
+    return name_problem(name)  # (a backslash is refused too: artifact names are POSIX paths)
 
 
 def _component_problem(part: str) -> str | None:

@@ -35,6 +35,7 @@ import time
 from typing import Final
 
 from runyard.agent.logstream import LineLog
+from runyard.agent.procs import pid_alive, processes_with
 
 POLL: Final = 0.01
 """Seconds between looks at the file when there is nothing new."""
@@ -149,40 +150,18 @@ def end_writer(writer: subprocess.Popen[bytes], wait: float = DRAIN_WAIT) -> Non
 def wait_for_writers(run_id: str, wait: float = DRAIN_WAIT) -> list[int]:
     """For a reaper: let the writers of ``run_id`` (found by their environment) drain their
     pipes and exit, killing those still there after ``wait`` seconds. Returns their pids."""
-    mark = f"{WRITER_ENV}={run_id}".encode()
-    found = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                if mark in fh.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
+    found = processes_with(f"{WRITER_ENV}={run_id}")
     deadline = time.monotonic() + wait
     left = found
     while left and time.monotonic() < deadline:
         time.sleep(0.01)
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if pid_alive(p)]
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
 
 
 def rebuild_driver_log(raw_path: str, log_path: str) -> bool:

@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from runyard.agent.folder import RunFolder
+from runyard.agent.procs import pid_alive
 from runyard.errors import RunError
 
 if TYPE_CHECKING:
@@ -172,24 +173,6 @@ def _supervisor_process(id_r: int, pid_w: int, ack_w: int) -> None:  # pragma: n
         traceback.print_exc()
     finally:
         os._exit(code)
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a local process exists and is not a zombie (dead, not yet reaped)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
 
 
 __all__ = ["Prefork", "launch", "pid_alive"]
