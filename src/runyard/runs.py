@@ -476,7 +476,12 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
         return history.get_run(run_id)  # raises NotFoundError
     if folder.attended():
         if run is None:
-            return record(history, RunRequest.load(folder.path))
+            try:
+                request = RunRequest.load(folder.path)
+            except (OSError, ValueError, TypeError) as exc:
+                raise RunError(f"Run {run_id} is starting but its request ({folder.request}) cannot be read: "
+                               f"{exc}. Read it again in a moment.") from exc
+            return record(history, request)
         deadline = time.monotonic() + END_RECORD_WAIT
         while not run.is_terminal and os.path.exists(folder.end) and time.monotonic() < deadline:
             if not folder.attended():
