@@ -117,23 +117,32 @@ def _kill(pid: object) -> None:
             pass
 
 
-def _wait_gone(pids: list[int], timeout: float = 30.0) -> list[str]:
-    """Wait until the killed processes have exited (their locks go only then); the ones that did not."""
-    from runyard.compute.local import pid_alive
+def _kill_all(pids: list[object], timeout: float = 30.0) -> list[int]:
+    """SIGKILL ``pids`` and wait until each has exited with all its threads (its locks go only
+    then); watched through pidfds, so a pid reused meanwhile is not mistaken for it. Returns
+    those that did not exit in ``timeout`` seconds."""
+    import select
 
-    deadline = time.monotonic() + timeout
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.002)
-    left = []
+    fds = {}
     for pid in pids:
-        if pid_alive(pid):
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as fh:
-                    state = fh.read().rsplit(b")", 1)[1].split()[0].decode()
-            except OSError:
-                state = "?"
-            left.append(f"{pid} (state {state})")
-    return left
+        if not isinstance(pid, int):
+            continue
+        try:
+            fds[pid] = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone already
+        _kill(pid)
+    deadline = time.monotonic() + timeout
+    try:
+        while fds and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(fds.values()), [], [], max(0.0, deadline - time.monotonic()))
+            for pid, fd in list(fds.items()):
+                if fd in ready:
+                    os.close(fds.pop(pid))
+        return list(fds)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _who_holds(path: str) -> str:
@@ -234,9 +243,7 @@ class Chaos:
         else:  # every process of the trial (found by its environment), as a reboot would
             victims = [*_processes_with(f"CHAOS_TRIAL={env['CHAOS_TRIAL']}"),
                        *_processes_with(f"RUNYARD_CAPTURE_OF={folder.run_id}")]
-        for pid in victims:
-            _kill(pid)
-        alive = _wait_gone([p for p in victims if isinstance(p, int) and p != proc.pid])
+        alive = _kill_all(victims)
         if alive:
             trial.violations.append(f"harness: killed processes still alive after 30 s: {alive}")
         if kind == "host":

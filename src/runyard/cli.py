@@ -302,13 +302,15 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
     Returns the exit code. The end comes from the supervisor's end file, so
     this never has to load the run history, unless the supervisor died.
     """
-    from runyard.compute.local import pid_alive
+    from runyard.agent.folder import RunFolder
     from runyard.history import RunStatus
     from runyard.run import LogPosition, stream_log
     from runyard.runs import exit_code_for, exit_code_of, get_run, read_end, request_cancel
 
-    def ended() -> bool:
-        return read_end(ws, run_id) is not None or not pid_alive(supervisor_pid)
+    folder = RunFolder.of(ws.path, run_id)
+
+    def ended() -> bool:  # its end is written, or nobody looks after it any more (the supervisor died)
+        return read_end(ws, run_id) is not None or folder.attended() is not True
 
     import signal
 

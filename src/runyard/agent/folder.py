@@ -46,7 +46,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -72,6 +72,8 @@ DATA: Final = "data"
 
 DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
 """The driver log's artifact name."""
+SETTLE: Final = 2.0
+"""Seconds a look waits for a dead supervisor's lock to go (see RunFolder._settled)."""
 
 
 def check_run_id(run_id: str) -> str:
@@ -257,7 +259,27 @@ class RunFolder:
         if not os.path.exists(self.marker):
             return None
         with self._probing():
-            return self._probe(keep=False)[0]
+            return self._settled(lambda: self._probe(keep=False))[0]
+
+    def _settled(self, probe: Callable[[], tuple[bool | None, int | None]]) -> tuple[bool | None, int | None]:
+        """``probe()``, again for a moment while the lock is held by a supervisor that is dead:
+        a killed process lets go of its locks only once its last thread is gone, a moment after
+        its process shows as dead."""
+        found = probe()
+        deadline = time.monotonic() + SETTLE
+        while found[0] is True and self._holder_dead() and time.monotonic() < deadline:
+            time.sleep(0.005)
+            found = probe()
+        return found
+
+    def _holder_dead(self) -> bool:
+        """Whether the supervisor that said who it is (on this machine, since its last boot) is dead."""
+        from runyard.agent.procs import pid_alive
+
+        who = self.read_identity()
+        pid = who.get("pid")
+        return (isinstance(pid, int) and who.get("host") == os.uname().nodename
+                and who.get("boot_id") == boot_id() and not pid_alive(pid))
 
     @contextmanager
     def _probing(self) -> Iterator[None]:
@@ -313,7 +335,7 @@ class RunFolder:
         """
         os.makedirs(self.active_dir, exist_ok=True)
         with self._probing():
-            attended, fd = self._probe(keep=True)
+            attended, fd = self._settled(lambda: self._probe(keep=True))
             try:
                 yield attended
             finally:
