@@ -605,3 +605,96 @@ def test_cli_command_runs_and_reruns_and_a_program_runs_as_it_is(workspace: Work
     shutil.copy("/bin/echo", src / "prog")
     prog = cli("run", "--source-dir", str(src), "prog", "from", "a program")
     assert prog.returncode == 0 and prog.stdout == "from a program\n", prog.stderr
+
+
+def test_a_running_supervisor_follows_no_link_its_script_plants(workspace: Workspace, src: Path,
+                                                                tmp_path: Path) -> None:
+    """The supervisor's own end: a work folder swapped for a link, links planted under runyard's
+    temporary names and as the logs mirror; nothing outside the run is written, read or removed."""
+    victim = tmp_path / "victim"
+    for rel in ("wd/outputs/precious.txt", "layers/upper/outputs/secret.txt", "target.txt"):
+        (victim / rel).parent.mkdir(parents=True, exist_ok=True)
+        (victim / rel).write_text("keep me")
+    (victim / "mirror").mkdir()
+    before = {str(p): p.read_bytes() for p in victim.rglob("*") if p.is_file()}
+    write_script(src, "p.py", """
+        import os
+        folder = os.path.join(os.environ["RUNYARD_WORKSPACE"], "runs", os.environ["RUNYARD_RUN_ID"])
+        victim = os.environ["VICTIM"]
+        for pid in range(1, 65536, 97):  # runyard's old temporary names had a pid in them
+            os.symlink(os.path.join(victim, "target.txt"), os.path.join(folder, f".end.json.{pid}.tmp"))
+        os.symlink(os.path.join(victim, "mirror"), os.path.join(folder, "logs"))
+        open("logs/planted.txt", "w").write("planted")
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/mine.txt", "w").write("mine")
+        os.rename(os.path.join(folder, "work"), os.path.join(folder, "moved"))
+        os.symlink(victim, os.path.join(folder, "work"))
+    """)
+    os.environ["VICTIM"] = str(victim)
+    try:
+        run = submit(workspace, src, "p.py")
+    finally:
+        del os.environ["VICTIM"]
+    run.wait_for_completion(raise_on_error=False)
+    assert {str(p): p.read_bytes() for p in victim.rglob("*") if p.is_file()} == before
+    names = run.get_file_names()
+    assert not [n for n in names if "precious" in n or "secret" in n]
+    assert mounts_below(os.path.realpath(workspace.path)) == []  # the run's overlay went, where it was moved
+
+
+def test_a_look_works_where_it_cannot_make_its_probe_lock(workspace: Workspace, src: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workspace this process may only read (a read-only mount, another user's): a look at a
+    running run answers without taking turns, instead of failing."""
+    write_script(src, "s.py", "print('up', flush=True)\nimport time\ntime.sleep(600)\n")
+    run, folder = started(workspace, src, "s.py", "up")
+    try:
+        for probe in Path(folder.active_dir).glob(".*.probe"):
+            probe.unlink()
+        real_open = os.open
+
+        def read_only(path: str, flags: int, *args: int) -> int:
+            if str(path).endswith(".probe") and flags & os.O_CREAT:
+                raise OSError(30, "Read-only file system", path)
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", read_only)
+        assert folder.attended() is True
+        assert get_run(workspace, run.id).status in (RunStatus.QUEUED, RunStatus.PREPARING, RunStatus.RUNNING)
+    finally:
+        monkeypatch.undo()
+        run.cancel()
+        run.wait_for_completion(raise_on_error=False)
+
+
+def test_rerun_of_a_command_run_takes_the_command_from_the_history(workspace: Workspace, src: Path) -> None:
+    from runyard.runs import rerun_spec
+
+    write_script(src, "t.py", """
+        import json, os
+        folder = os.path.join(os.environ["RUNYARD_WORKSPACE"], "runs", os.environ["RUNYARD_RUN_ID"])
+        path = os.path.join(folder, "request.json")
+        request = json.load(open(path))
+        request["command"] = ["echo", "INJECTED"]
+        json.dump(request, open(path, "w"))
+    """)
+    run = submit(workspace, src, None, command=["python", "t.py"])  # type: ignore[arg-type]
+    run.wait_for_completion()
+    assert rerun_spec(workspace, run.id).command == ["python", "t.py"]
+
+
+def test_a_planted_end_file_does_not_block_the_reaper(workspace: Workspace, src: Path) -> None:
+    write_script(src, "e.py", """
+        import json, os, time
+        folder = os.path.join(os.environ["RUNYARD_WORKSPACE"], "runs", os.environ["RUNYARD_RUN_ID"])
+        json.dump({"status": "Bogus", "exit_code": 0, "signal": None, "error": None, "started": None,
+                   "ended": 0}, open(os.path.join(folder, "end.json"), "w"))
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/kept.txt", "w").write("kept")
+        print("planted", flush=True)
+        time.sleep(600)
+    """)
+    run, _folder = started(workspace, src, "e.py", "planted")
+    kill_and_wait(identity(workspace, run.id)["pid"])
+    assert run.get_status() == "Failed"
+    assert "outputs/kept.txt" in run.get_file_names()

@@ -82,6 +82,7 @@ def collect(ws: Workspace, *, dry_run: bool = False) -> GcReport:
     report = GcReport(dry_run)
     _reap(ws, report)
     _run_folders(ws, report)
+    _active_leftovers(ws, report)
     _store_tmp(ws, report)
     _partial_downloads(ws, report)
     _lower_layers(ws, report)
@@ -171,6 +172,38 @@ def _run_folders(ws: Workspace, report: GcReport) -> None:
                     _remove(report, folder.file(entry), "a temporary file")
     finally:
         history.close()
+
+
+def _active_leftovers(ws: Workspace, report: GcReport) -> None:
+    """In ``active/``: probe locks of runs that are over, and markers a crash left half made."""
+    import fcntl
+
+    from runyard.agent.folder import ACTIVE_DIR
+
+    active = os.path.join(ws.path, ACTIVE_DIR)
+    now = time.time()
+    for entry in _listdir(active):
+        path = os.path.join(active, entry)
+        if entry.startswith(".") and entry.endswith(".probe"):
+            if os.path.exists(os.path.join(active, entry[1:-len(".probe")])):
+                continue  # its run is not over
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _remove(report, path, "the probe lock of a run that is over")
+            except OSError:
+                pass  # somebody is looking right now
+            finally:
+                os.close(fd)
+        elif entry.startswith(".") and entry.endswith(".new"):
+            try:
+                if now - os.lstat(path).st_mtime > QUIET_FOR:
+                    _remove(report, path, "a marker whose making stopped")
+            except OSError:
+                continue
 
 
 def _partial_downloads(ws: Workspace, report: GcReport) -> None:

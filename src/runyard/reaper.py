@@ -373,15 +373,11 @@ def _clean_up(ws: Workspace, folder: RunFolder) -> None:
 def _unmount_overlays(folder: RunFolder) -> None:
     """Unmount the run's own overlays wherever they are in its folder (a script may have moved its
     working directory's folder); nothing outside the run's real folder, nothing but overlays."""
-    from runyard.agent.workdir import mounts_below, unmount
-    from runyard.data.fuse import mount_type
+    from runyard.agent.workdir import unmount_overlays_below
 
-    if not folder.owns(folder.path):
-        return
-    for mp in mounts_below(os.path.realpath(folder.path)):
+    if folder.owns(folder.path):
         try:
-            if mount_type(mp) == "overlay":
-                unmount(mp)
+            unmount_overlays_below(os.path.realpath(folder.path))
         except Exception:  # best effort: runyard gc says what is left
             pass
 

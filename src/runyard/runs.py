@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.compute.local import launch, pid_alive
-from runyard.errors import RunError
+from runyard.errors import RunError, RunyardError
 from runyard.history import Artifact, RunRecord, RunStatus
 
 if TYPE_CHECKING:
@@ -137,14 +137,13 @@ class RunRequest:
                                reused_snapshot=self.snapshot_id if self.snapshot_reused else None)
 
     def save(self, folder: str) -> None:
-        import json
         from dataclasses import asdict
 
+        from runyard.agent.folder import write_json
+
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".request.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({k: v for k, v in asdict(self).items() if k != "claim"}, fh, indent=1)
-        os.replace(tmp, os.path.join(folder, REQUEST_FILE))
+        write_json(os.path.join(folder, REQUEST_FILE), {k: v for k, v in asdict(self).items() if k != "claim"},
+                   indent=1)
 
     @classmethod
     def load(cls, folder: str) -> RunRequest:
@@ -186,14 +185,12 @@ class RunEnd:
     """What the run read and wrote (inputs and declared outputs), for lineage and registration."""
 
     def write(self, folder: str) -> None:
-        import json
         from dataclasses import asdict
 
-        tmp = os.path.join(folder, f".{END_FILE}.{os.getpid()}.tmp")
+        from runyard.agent.folder import write_json
+
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(asdict(self), fh)
-            os.replace(tmp, os.path.join(folder, END_FILE))
+            write_json(os.path.join(folder, END_FILE), asdict(self))
         except OSError:
             pass
 
@@ -204,9 +201,12 @@ class RunEnd:
         try:
             with open(os.path.join(folder, END_FILE), encoding="utf-8") as fh:
                 raw = json.load(fh)
-            raw["artifacts"] = [Artifact(**a) for a in raw.get("artifacts", [])]
+            if raw.get("status") not in (RunStatus.COMPLETED.value, RunStatus.FAILED.value,
+                                         RunStatus.CANCELED.value):
+                return None  # not an end runyard wrote
+            raw["artifacts"] = [Artifact(**a).checked() for a in raw.get("artifacts", [])]
             return cls(**raw)
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError, TypeError, KeyError, RunyardError):
             return None
 
 
@@ -341,6 +341,12 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     return request
 
 
+def _argv(command: str | Sequence[str]) -> list[str]:
+    from runyard.agent.scripts import command_line
+
+    return command_line(command)
+
+
 def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
                tags: dict[str, str] | None = None) -> RunSpec:
     """What to run to run ``run_id`` again: its snapshot, script and arguments (or command),
@@ -350,11 +356,9 @@ def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
 
     old = get_run(ws, run_id)
     folder = RunFolder.of(ws.path, old.id)
-    command = None
-    try:
-        command = RunRequest.load(folder.path).command
-    except (OSError, ValueError, TypeError):
-        pass  # a run from before commands, or whose folder is gone: a script run
+    # A run of a command has no script; its record keeps the command as argv (the run's folder,
+    # which its script could rewrite, is not asked).
+    command = list(old.arguments) if old.script is None and old.arguments else None
     if old.snapshot_id is None or (old.script is None and command is None):
         raise RunError(f"Run {old.id} has no snapshot to run again (it failed before one was taken).")
     git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
@@ -383,8 +387,7 @@ def record(history: RunHistory, request: RunRequest) -> RunRecord:
             parent_run_id=request.parent_run_id, tags=request.tags or None,
             properties=request.flag_properties() or None, snapshot_id=request.snapshot_id,
             source_dir=request.source_dir, script=request.script or None,
-            arguments=request.arguments if request.command is None else (
-                [request.command] if isinstance(request.command, str) else list(request.command)),
+            arguments=request.arguments if request.command is None else _argv(request.command),
             compute_target=request.compute_target, python_version=request.python_version, **request.git,
         )
     except HistoryError:

@@ -394,6 +394,10 @@ class OutputsSync:
     def records(self) -> list[ArtifactRecord]:
         return [s.record for _, s in sorted(self._synced.items())]
 
+    def pin(self) -> None:
+        """Resolve the working directory now (before the script can move or relink anything)."""
+        self._tree.resolve()
+
     def key_of(self, name: str) -> _Key | None:
         """The stat key (size, mtime_ns, ctime_ns, inode) the stored bytes of ``name`` belong to, when sure."""
         synced = self._synced.get(name)
@@ -491,7 +495,7 @@ class LogsMirror:
     def __init__(self, wd_logs_dir: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
                  prefix: str = "logs", boundary: str | os.PathLike[str] | None = None) -> None:
         logs = os.path.abspath(os.fspath(wd_logs_dir))
-        self.dest = os.path.abspath(os.fspath(dest_dir))
+        self.dest = os.path.realpath(os.fspath(dest_dir))  # canonical now: a link planted later is seen
         self.prefix = prefix.strip("/")
         self._tree = _Tree(logs, self.prefix, os.fspath(boundary) if boundary is not None else os.path.dirname(logs))
         self._logs: dict[str, _Log] = {}
@@ -499,6 +503,10 @@ class LogsMirror:
         self.issues: list[ArtifactIssue] = []
         self.resent = 0
         """How many times a file was copied again from its start (truncated or rewritten)."""
+
+    def pin(self) -> None:
+        """Resolve the working directory now (before the script can move or relink anything)."""
+        self._tree.resolve()
 
     def scan(self) -> list[str]:
         """Append new bytes to the mirrors; return the names whose mirror changed."""
@@ -567,7 +575,10 @@ class LogsMirror:
             if parent not in self._made:
                 os.makedirs(parent, exist_ok=True)
                 self._made.add(parent)
-            return os.open(path, flags, 0o644)
+            if os.path.realpath(parent) != parent:  # a folder on the way was swapped for a link
+                raise _MirrorFailed(f"cannot write its mirror {path}: a folder on its way is a link, "
+                                    "which is not followed")
+            return os.open(path, flags | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise _MirrorFailed(f"cannot write its mirror {path}: {exc.strerror}") from exc
 

@@ -35,7 +35,7 @@ import time
 from typing import Final
 
 from runyard.agent.logstream import LineLog
-from runyard.agent.procs import pid_alive, processes_with
+from runyard.agent.procs import processes_with
 
 POLL: Final = 0.01
 """Seconds between looks at the file when there is nothing new."""
@@ -44,6 +44,8 @@ WRITER_ENV: Final = "RUNYARD_CAPTURE_OF"
 DRAIN_WAIT: Final = 5.0
 """How long the writer gets to drain the pipe once the script is gone."""
 _CHUNK: Final = 1 << 16
+PIPE_SIZE: Final = 1 << 20
+"""The pipe's buffer (the kernel's default is 64 KiB; 1 MiB is what an unprivileged process may ask)."""
 
 
 class OutputCapture:
@@ -75,6 +77,12 @@ class OutputCapture:
         if cat is None:
             return os.dup(self._append)
         r, w = os.pipe()
+        try:  # a roomy pipe: a script that made its stdout non-blocking (node, ssh do) rarely sees EAGAIN
+            import fcntl
+
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except (OSError, AttributeError):
+            pass
         try:
             self.writer = subprocess.Popen(
                 [cat], stdin=r, stdout=self._append, stderr=subprocess.DEVNULL, cwd="/", close_fds=True,
@@ -149,18 +157,36 @@ def end_writer(writer: subprocess.Popen[bytes], wait: float = DRAIN_WAIT) -> Non
 
 def wait_for_writers(run_id: str, wait: float = DRAIN_WAIT) -> list[int]:
     """For a reaper: let the writers of ``run_id`` (found by their environment) drain their
-    pipes and exit, killing those still there after ``wait`` seconds. Returns their pids."""
+    pipes and exit, killing those still there after ``wait`` seconds. Returns their pids.
+
+    Watched through pidfds, so a pid reused meanwhile is never signalled. A reaper that is
+    itself a process of the run holds the pipe open: it does not wait for what it holds."""
+    import select
+
+    if os.environ.get("RUNYARD_RUN_ID") == run_id:
+        return []
     found = processes_with(f"{WRITER_ENV}={run_id}")
-    deadline = time.monotonic() + wait
-    left = found
-    while left and time.monotonic() < deadline:
-        time.sleep(0.01)
-        left = [p for p in left if pid_alive(p)]
-    for pid in left:
+    fds: dict[int, int] = {}
+    for pid in found:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            fds[pid] = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone already
+    deadline = time.monotonic() + wait
+    try:
+        while fds and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(fds.values()), [], [], max(0.0, deadline - time.monotonic()))
+            for pid, fd in list(fds.items()):
+                if fd in ready:
+                    os.close(fds.pop(pid))
+        for fd in fds.values():
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return found
 
 

@@ -72,7 +72,7 @@ DATA: Final = "data"
 
 DRIVER_LOG_ARTIFACT: Final = "runyard_logs/driver_log.txt"
 """The driver log's artifact name."""
-SETTLE: Final = 2.0
+SETTLE: Final = 0.5
 """Seconds a look waits for a dead supervisor's lock to go (see RunFolder._settled)."""
 
 
@@ -285,13 +285,22 @@ class RunFolder:
     def _probing(self) -> Iterator[None]:
         try:
             fd = os.open(self._probe_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:  # no active/ folder: nothing is marked
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # No active/ folder (nothing is marked), or a workspace this process may only read:
+            # a look without taking turns (it cannot reap anyway).
             yield
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
+            if not os.path.exists(self.marker):
+                try:  # the run is over: its probe lock goes too (a late look may make it again; gc clears)
+                    os.unlink(self._probe_lock)
+                except OSError:
+                    pass
             os.close(fd)
 
     def _probe(self, *, keep: bool) -> tuple[bool | None, int | None]:
@@ -356,12 +365,27 @@ class RunFolder:
         write_json(self.identity, who)
 
 
-def write_json(path: str, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary sibling (a reader never sees half of it)."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh)
-    os.replace(tmp, path)
+def write_json(path: str, value: Any, *, indent: int | None = None) -> None:
+    """Write ``value`` as JSON to ``path`` through a temporary sibling (a reader never sees half of it).
+
+    The temporary file has a name nobody can guess and is made new (``O_EXCL``,
+    ``O_NOFOLLOW``): a link planted in the run's folder under a name runyard
+    would use is never written through; the rename replaces a link at ``path``
+    itself, never its target.
+    """
+    data = json.dumps(value, indent=indent).encode()
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.urandom(8).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def active_runs(workspace_path: str) -> list[str]:

@@ -213,11 +213,14 @@ class _LiveSync:
 
         self.store = store
         self.wd = wd
+        self.folder = folder
         self.upper = upper
         """The overlay's upper layer (what the run wrote), when the working directory is an overlay."""
         self.outputs = OutputsSync(store, wd, prefix="outputs")
         self.logs = OutputsSync(store, wd, prefix="logs")
         self.mirror = LogsMirror(os.path.join(wd, "logs"), folder.logs_mirror)
+        for sync in (self.outputs, self.logs, self.mirror):
+            sync.pin()  # where the files are is fixed now, before the script runs: a link planted later is seen
         self.journal = ArtifactJournal(folder.journal)
         self._shipped = shipped
         self._pending: list[Artifact] = []
@@ -284,7 +287,8 @@ class _LiveSync:
         else:
             self.note(logs)
             artifacts.extend(logs)
-        if self.upper is not None and os.path.isdir(self.upper) and not os.path.ismount(self.wd):
+        if (self.upper is not None and self.folder.owns(self.upper) and os.path.isdir(self.upper)
+                and not os.path.ismount(self.wd)):
             # Unmounted under the run (by hand, say): what the run wrote is in the upper layer.
             from runyard.agent.artifacts import OutputsSync
 
@@ -611,7 +615,14 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line_text, wd, artifacts, data_records)
     end.write(folder.path)
     try:
-        workdir.cleanup()
+        if folder.owns(folder.work):
+            workdir.cleanup()
+        else:  # the script moved its working directory's folder, or put a link there: follow nothing
+            from runyard.agent.workdir import unmount_overlays_below
+
+            unmount_overlays_below(os.path.realpath(folder.path))
+            _append(folder.supervisor_log, f"runyard: {folder.work} was moved or replaced by a link during the "
+                    "run; its overlay was unmounted where it was, and nothing was removed through the link\n")
     except Exception as exc:  # what is left is removed by the next reader or runyard gc
         _append(folder.supervisor_log, f"runyard: removing the working directory failed: {exc}\n")
     _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))

@@ -134,6 +134,9 @@ class Workdir:
         """
         if self._clean or self._cleaning:
             return
+        if os.path.realpath(self.run_dir) != self.run_dir:
+            raise WorkdirError(f"'{self.run_dir}' is not where the working directory was made (it, or a folder "
+                               "above it, was moved or replaced by a link); nothing was removed through it.")
         self._cleaning = True
         try:
             cleanup_stale(self.run_dir)
@@ -283,6 +286,28 @@ def cleanup_stale(run_dir: str | os.PathLike[str]) -> list[str]:
 def unmount(target: str) -> None:
     """Unmount ``target`` (lazily when busy); nothing when it is not a mount point."""
     _umount(target)
+
+
+def unmount_overlays_below(path: str) -> list[str]:
+    """Unmount the overlays (and nothing else) mounted at or below ``path``, deepest first;
+    returns them. For a run folder whose working directory was moved or replaced by a link."""
+    wanted = set(mounts_below(path))
+    done: list[str] = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return done
+    overlays = set()
+    for line in lines:
+        fields = line.rstrip(b"\n").split(b" ")
+        if b"-" in fields[6:] and len(fields) > fields.index(b"-", 6) + 1 \
+                and fields[fields.index(b"-", 6) + 1] == b"overlay":
+            overlays.add(os.fsdecode(_unescape_mountinfo(fields[4])))
+    for mp in sorted(wanted & overlays, key=lambda p: (-p.count("/"), p)):
+        _umount(mp)
+        done.append(mp)
+    return done
 
 
 def mounts_below(path: str) -> list[str]:
@@ -739,4 +764,5 @@ __all__ = [
     "overlay_available",
     "overlay_lowers",
     "unmount",
+    "unmount_overlays_below",
 ]
