@@ -399,7 +399,8 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
     ("argv", "early"),
     [
         (["run", "train.py"], True),
-        (["--workspace", "w", "run", "--source-dir", "s", "train.py", "--detach"], True),  # a script argument
+        (["--workspace", "w", "run", "--source-dir", "s", "train.py", "--detach"], False),  # (forked later then)
+        (["run", "--command", "make", "-e", "x"], True),
         (["run", "--detach", "train.py"], False),
         (["run", "--tag", "lr=0.1", "--detach", "train.py"], False),  # --tag takes a value
         (["run", "--input", "x=dataset:d", "--detach", "train.py"], False),  # so do the data options

@@ -9,48 +9,30 @@ straight to :mod:`runyard.cli`.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import click
-
-
-def _taking_values(command: click.Command) -> set[str]:
-    """The option names of ``command`` that take a value (read from its own parameters, so never out of date)."""
-    import click
-
-    out: set[str] = set()
-    for param in command.params:
-        if isinstance(param, click.Option) and not param.is_flag and not param.count and param.nargs != 0:
-            out.update(param.opts)
-    return out
+_GLOBAL_OPTIONS_WITH_VALUES = frozenset({"--workspace"})
 
 
 def _is_foreground_run(argv: list[str]) -> bool:
-    """Whether ``argv`` is ``[global options] run [run options] SCRIPT ...`` without --detach or --help.
+    """Whether ``argv`` is ``[global options] run ...`` with no ``--detach``, ``-h`` or ``--help``.
 
-    Only the options before the script count: what follows it is the script's.
+    Decided before anything is imported (click alone would cost this fork its
+    head start), and so without knowing which of ``run``'s options take a value:
+    a ``--detach`` or ``--help`` anywhere means no early fork. That is never
+    wrong, only slower when the token was the script's own argument (the
+    supervisor is forked a moment later then). So there is no list of options
+    here to fall out of date with the command.
     """
-    from runyard.cli import main, run_cmd
-
-    global_values = _taking_values(main)
-    run_values = _taking_values(run_cmd)
     args = list(argv)
     while args and args[0].startswith("-"):
         opt = args.pop(0)
-        if opt in global_values and args:
+        if opt in _GLOBAL_OPTIONS_WITH_VALUES and args:
             args.pop(0)
-        elif opt.split("=", 1)[0] not in global_values:
+        elif opt.split("=", 1)[0] not in _GLOBAL_OPTIONS_WITH_VALUES:
             return False  # --help, --version: not a run
     if not args or args.pop(0) != "run":
         return False
-    while args and args[0].startswith("-"):
-        opt = args.pop(0)
-        if opt in ("--detach", "-h", "--help"):
-            return False
-        if opt in run_values and args:
-            args.pop(0)
-    return bool(args)
+    return not any(a in ("--detach", "-h", "--help") for a in args)
 
 
 def main() -> None:
