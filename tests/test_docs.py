@@ -61,7 +61,7 @@ def test_documented_defaults_are_the_code_s() -> None:
     from runyard.data.datastore import retries
     from runyard.data.materialize import DEFAULT_CACHE_MAX
     from runyard.data.transfer import DEFAULT_CONCURRENCY, LOCAL_THREADS, concurrency
-    from runyard.reaper import LOST_AFTER_REMOTE
+    from runyard.runs.reaper import LOST_AFTER_REMOTE
     from runyard.snapshot.report import TOP_N
 
     cli, data, runs = _doc("cli.md"), _doc("data.md"), _doc("runs.md")

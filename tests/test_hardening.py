@@ -434,7 +434,7 @@ def test_a_dead_supervisors_declared_output_is_stored_as_partial(workspace: Work
 
 def test_another_machines_run_is_judged_by_its_heartbeat_and_never_touched(workspace: Workspace,
                                                                              src: Path) -> None:
-    from runyard.reaper import LOST_AFTER_REMOTE
+    from runyard.runs.reaper import LOST_AFTER_REMOTE
 
     write_script(src, "x.py", "print(1)\n")
     history = workspace.open_history()

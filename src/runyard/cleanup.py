@@ -2,7 +2,7 @@
 
 Normally nothing is left: a run's supervisor removes its working directory,
 and the next reader of a run whose supervisor died salvages it and cleans up
-(:mod:`runyard.reaper`). What can remain after crashes, kills and reboots, and
+(:mod:`runyard.runs.reaper`). What can remain after crashes, kills and reboots, and
 what :func:`collect` removes:
 
 - runs nobody looks after any more: reaped (outputs, logs and the driver log
@@ -90,7 +90,7 @@ def collect(ws: Workspace, *, dry_run: bool = False) -> GcReport:
 
 
 def _reap(ws: Workspace, report: GcReport) -> None:
-    from runyard.reaper import reap, unattended_runs
+    from runyard.runs.reaper import reap, unattended_runs
 
     lost = unattended_runs(ws)
     if not lost:
@@ -117,7 +117,7 @@ def _reap(ws: Workspace, report: GcReport) -> None:
 def _run_folders(ws: Workspace, report: GcReport) -> None:
     from runyard.agent.workdir import cleanup_stale, mounts_below
     from runyard.errors import NotFoundError
-    from runyard.reaper import unmount_data
+    from runyard.runs.reaper import unmount_data
 
     try:
         names = sorted(os.listdir(ws.runs_dir))

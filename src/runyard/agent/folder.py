@@ -30,7 +30,7 @@ heartbeat to wait for. Looks at a marker take turns, through a probe lock
 beside it (``active/.<run id>.probe``), which a reaper holds for as long as it
 reaps, so a look waits for a reap instead of mistaking it for the supervisor.
 Readers list ``active/`` (a handful of entries, whatever
-the history holds) and reap the runs nobody holds (:mod:`runyard.reaper`).
+the history holds) and reap the runs nobody holds (:mod:`runyard.runs.reaper`).
 
 >>> import tempfile
 >>> ws = tempfile.mkdtemp()

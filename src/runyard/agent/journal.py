@@ -6,7 +6,7 @@ store, it appends their records (name, size, blob digest, mtime) to
 file to disk; the run history gets the same records a moment later, off the
 supervisor's loop. Should the supervisor die before the history has them,
 whoever reaps the run reads the journal and records them
-(:mod:`runyard.reaper`). A later line for a name wins (a file written again).
+(:mod:`runyard.runs.reaper`). A later line for a name wins (a file written again).
 
 The run's script can write its run folder on the local target, so nothing in
 the journal is trusted: a line that is not a well-formed record (a torn last

@@ -25,7 +25,7 @@ run goes is in the run's journal before the history has it
 as long as it lives (:mod:`runyard.agent.folder`). If it dies, the script dies
 with it (a parent-death signal), the lock goes, and whoever reads the run next
 salvages what is left on disk, records the end and cleans up
-(:mod:`runyard.reaper`).
+(:mod:`runyard.runs.reaper`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from runyard.workspace import Workspace
 if TYPE_CHECKING:
     from runyard.agent.artifacts import ArtifactRecord, OutputsSync
     from runyard.history.store import RunHistory
-    from runyard.runs import RunRequest
+    from runyard.runs.model import RunRequest
     from runyard.store.base import ObjectStore
 
 LOWER_CACHE: Final = "lower"
@@ -160,7 +160,7 @@ class _History:
             self._thread.start()
 
     def _open(self) -> None:
-        from runyard.runs import record
+        from runyard.runs.ending import record
 
         try:
             history = self._ws.open_history()
@@ -324,7 +324,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     from runyard.data.inputs import PLACEHOLDER_RE
     from runyard.data.materialize import RunData
     from runyard.errors import RunyardError
-    from runyard.runs import RunEnd, RunRequest, exit_code_for, record_end
+    from runyard.runs.ending import record_end
+    from runyard.runs.model import RunEnd, RunRequest, exit_code_for
 
     folder = RunFolder.of(ws.path, run_id)
     if lock_fd is None:

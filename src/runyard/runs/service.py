@@ -10,7 +10,7 @@ supervisor on the compute target (only ``local`` for now,
 Preparing to its end. ``submit`` does all three. ``runyard run`` leaves the
 recording to the supervisor, which forked early and has the run history loaded
 by then. A run nobody looks after any more is reaped by the next reader
-(:mod:`runyard.reaper`).
+(:mod:`runyard.runs.reaper`).
 """
 
 from __future__ import annotations
@@ -21,47 +21,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.compute.local import launch, pid_alive
-from runyard.errors import RunError, RunyardError
-from runyard.history import Artifact, RunRecord, RunStatus
+from runyard.errors import RunError
+from runyard.history import RunRecord, RunStatus
+from runyard.runs.ending import record
+from runyard.runs.model import (
+    COMPUTE_TARGETS,
+    REQUEST_FILE,
+    RunEnd,
+    RunRequest,
+    RunSpec,
+    exit_code_for,
+)
 
 if TYPE_CHECKING:
     from runyard.history.store import RunHistory
     from runyard.workspace import Workspace
-
-COMPUTE_TARGETS: Final = ("local",)
-
-
-@dataclass
-class RunSpec:
-    """What to run: the SDK's ScriptRunConfig and ``runyard run`` both make one."""
-
-    source_directory: str
-    script: str
-    arguments: Sequence[str] = ()
-    experiment: str = "default"
-    compute_target: str = "local"
-    max_bytes: int | str | None = None
-    max_files: int | str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    parent_run_id: str | None = None
-    snapshot_id: str | None = None
-    """Run an existing snapshot (rerun) instead of taking one."""
-    git: dict[str, Any] | None = None
-    """With ``snapshot_id``: the git state the snapshot was taken at (a rerun's parent's)."""
-    inputs: Sequence[Any] = ()
-    """DatasetConsumptionConfig objects (their placeholders may be in ``arguments``)."""
-    outputs: Sequence[Any] = ()
-    """OutputFileDatasetConfig objects."""
-    data_plan: dict[str, Any] | None = None
-    """A data plan as a run folder keeps it (a rerun's parent's), instead of inputs and outputs."""
-    command: str | Sequence[str] | None = None
-    """A whole command to run instead of ``script`` and ``arguments`` (Azure ML's ``command=``)."""
-    secrets: str | None = None
-    """``warn`` or ``refuse``: what to do with likely secrets in the snapshot (default: env, workspace, warn)."""
 
 
 def _git_info(source: str) -> dict[str, Any]:
@@ -86,150 +63,6 @@ def _git_info(source: str) -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return info
-
-
-@dataclass
-class RunRequest:
-    """A prepared run: its id, its snapshot and what to run. Kept as
-    ``request.json`` in the run's folder, where the supervisor reads it."""
-
-    run_id: str
-    experiment: str
-    snapshot_id: str
-    source_dir: str
-    script: str
-    arguments: list[str]
-    compute_target: str = "local"
-    parent_run_id: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    created: float = 0.0
-    python_version: str = ""
-    git: dict[str, Any] = field(default_factory=dict)
-    command: str | list[str] | None = None
-    """The whole command, for a run of a command instead of a script."""
-    claim: int | None = field(default=None, repr=False, compare=False)
-    """The run's marker, held by this process until a supervisor holds it (never saved)."""
-    secrets: list[str] = field(default_factory=list)
-    """Likely secrets in the snapshot (flagged, and allowed: the policy was ``warn``)."""
-    links_outside: dict[str, str] = field(default_factory=dict)
-    """Links in the snapshot that leave the source directory: path -> what the walk said."""
-    snapshot_reused: bool = False
-    """The snapshot was not taken for this run (a rerun's)."""
-
-    def flag_properties(self) -> dict[str, str]:
-        """What the run's record keeps of the flags (``runyard.secrets``, ``runyard.links_outside``)."""
-        import json
-
-        props = {}
-        if self.secrets:
-            props[SECRETS_PROPERTY] = json.dumps(self.secrets)
-        if self.links_outside:
-            props[LINKS_OUTSIDE_PROPERTY] = json.dumps(list(self.links_outside))
-        return props
-
-    def flag_message(self) -> str | None:
-        """The warning to show for the flags (each path and its ignore line), or None."""
-        if not self.secrets and not self.links_outside:
-            return None
-        from runyard.snapshot.report import flagged_message
-
-        return flagged_message(self.source_dir, self.secrets, list(self.links_outside.items()),
-                               reused_snapshot=self.snapshot_id if self.snapshot_reused else None)
-
-    def save(self, folder: str) -> None:
-        from dataclasses import asdict
-
-        from runyard.agent.folder import write_json
-
-        os.makedirs(folder, exist_ok=True)
-        write_json(os.path.join(folder, REQUEST_FILE), {k: v for k, v in asdict(self).items() if k != "claim"},
-                   indent=1)
-
-    @classmethod
-    def load(cls, folder: str) -> RunRequest:
-        import json
-
-        with open(os.path.join(folder, REQUEST_FILE), encoding="utf-8") as fh:
-            return cls(**json.load(fh))
-
-
-REQUEST_FILE: Final = "request.json"
-SECRETS_PROPERTY: Final = "runyard.secrets"
-"""A run property: the JSON list of likely secrets its snapshot holds (set only when there are some)."""
-LINKS_OUTSIDE_PROPERTY: Final = "runyard.links_outside"
-"""A run property: the JSON list of links in its snapshot that leave the source directory."""
-END_FILE: Final = "end.json"
-"""The run's end as its supervisor saw it, written before the history has it (see :class:`RunEnd`)."""
-
-
-@dataclass
-class RunEnd:
-    """How a run ended, kept as ``end.json`` in its folder.
-
-    The supervisor writes it once everything the run produced is in the
-    store, then records the same in the run history. ``runyard run`` exits
-    on the file; readers of the history wait for the record while the
-    supervisor lives, and record it from the file if it died in between.
-    """
-
-    status: str
-    exit_code: int | None
-    signal: int | None
-    error: str | None
-    started: float | None
-    ended: float
-    command_line: str | None = None
-    working_dir: str | None = None
-    artifacts: list[Artifact] = field(default_factory=list)
-    data: list[dict[str, Any]] = field(default_factory=list)
-    """What the run read and wrote (inputs and declared outputs), for lineage and registration."""
-
-    def write(self, folder: str) -> None:
-        from dataclasses import asdict
-
-        from runyard.agent.folder import write_json
-
-        try:
-            write_json(os.path.join(folder, END_FILE), asdict(self))
-        except OSError:
-            pass
-
-    @classmethod
-    def read(cls, folder: str) -> RunEnd | None:
-        import json
-
-        try:
-            with open(os.path.join(folder, END_FILE), encoding="utf-8") as fh:
-                raw = json.load(fh)
-            if raw.get("status") not in (RunStatus.COMPLETED.value, RunStatus.FAILED.value,
-                                         RunStatus.CANCELED.value):
-                return None  # not an end runyard wrote
-            raw["artifacts"] = [Artifact(**a).checked() for a in raw.get("artifacts", [])]
-            return cls(**raw)
-        except (OSError, ValueError, TypeError, KeyError, RunyardError):
-            return None
-
-
-def record_end(history: RunHistory, run_id: str, end: RunEnd) -> RunRecord:
-    """Record a run's end (its artifacts, then its status) unless it has ended already."""
-    run = history.get_run(run_id)
-    if end.artifacts:  # kept whatever the status: outputs survive every kind of end
-        history.upsert_artifacts(run_id, end.artifacts)
-    final = run.status if run.is_terminal else RunStatus(end.status)
-    if end.data:  # before the final status: whoever sees Completed finds the registered outputs
-        from runyard.data.lineage import record_run_data
-
-        record_run_data(history, run_id, final, end.data)
-    if run.is_terminal:
-        return run  # e.g. canceled by setting its status
-    if end.started is not None and run.status not in (RunStatus.RUNNING, RunStatus.FINALIZING):
-        history.set_status(run_id, RunStatus.RUNNING, started=end.started, command_line=end.command_line,
-                           working_dir=end.working_dir)
-        run = history.get_run(run_id)
-    if run.status is RunStatus.RUNNING:
-        history.set_status(run_id, RunStatus.FINALIZING)
-    return history.set_status(run_id, final, exit_code=end.exit_code, signal=end.signal, error=end.error,
-                              ended=end.ended)
 
 
 def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
@@ -341,12 +174,6 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     return request
 
 
-def _argv(command: str | Sequence[str]) -> list[str]:
-    from runyard.agent.scripts import command_line
-
-    return command_line(command)
-
-
 def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
                tags: dict[str, str] | None = None) -> RunSpec:
     """What to run to run ``run_id`` again: its snapshot, script and arguments (or command),
@@ -367,31 +194,6 @@ def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
                    experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
                    git={k: v for k, v in git.items() if v is not None},
                    data_plan=load_plan(folder.path), secrets=secrets, tags=dict(tags or {}))
-
-
-def record(history: RunHistory, request: RunRequest) -> RunRecord:
-    """The run's record, made (Queued) if it is not there yet.
-
-    The supervisor and the script itself (its first metric) may both make it;
-    whichever comes second finds it made.
-    """
-    from runyard.errors import HistoryError, NotFoundError
-
-    try:
-        return history.get_run(request.run_id)
-    except NotFoundError:
-        pass
-    try:
-        return history.create_run(
-            request.experiment, run_id=request.run_id, status=RunStatus.QUEUED, created=request.created,
-            parent_run_id=request.parent_run_id, tags=request.tags or None,
-            properties=request.flag_properties() or None, snapshot_id=request.snapshot_id,
-            source_dir=request.source_dir, script=request.script or None,
-            arguments=request.arguments if request.command is None else _argv(request.command),
-            compute_target=request.compute_target, python_version=request.python_version, **request.git,
-        )
-    except HistoryError:
-        return history.get_run(request.run_id)  # made meanwhile by the other side (else: raises NotFound)
 
 
 def ensure_recorded(ws: Workspace, run_id: str, history: RunHistory) -> None:
@@ -436,7 +238,7 @@ def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
 
 def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
               ws: Workspace | None = None, problems: list[str] | None = None) -> list[str]:
-    """Reap the runs nobody looks after any more (see :mod:`runyard.reaper`); returns their ids.
+    """Reap the runs nobody looks after any more (see :mod:`runyard.runs.reaper`); returns their ids.
 
     Cheap when nothing is lost: a lock try per unfinished run of this machine.
     ``runs`` limits it to those runs. Without ``ws`` nothing is done. A run that
@@ -444,7 +246,7 @@ def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,
     """
     if ws is None:
         return []
-    from runyard.reaper import reap_lost as reap_all
+    from runyard.runs.reaper import reap_lost as reap_all
 
     return reap_all(ws, history, None if runs is None else list(runs), problems=problems)
 
@@ -459,7 +261,7 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     A run whose supervisor has written its end but not yet recorded it (a
     moment, normally) is waited for; a run nobody looks after any more (its
     supervisor died) is reaped first: what it left is salvaged and its end
-    recorded (:mod:`runyard.reaper`). A run prepared by ``runyard run`` that
+    recorded (:mod:`runyard.runs.reaper`). A run prepared by ``runyard run`` that
     its supervisor has not recorded yet is recorded (Queued) now. ``run_id``
     may be a unique prefix of the id.
     """
@@ -494,7 +296,7 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
         run = history.get_run(run_id)
         if run.is_terminal or folder.attended():
             return run
-    from runyard.reaper import reap, reap_lost
+    from runyard.runs.reaper import reap, reap_lost
 
     try:
         reaped = reap(ws, history, run_id)
@@ -588,17 +390,6 @@ def wait(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: floa
         if deadline is not None and now > deadline:
             return run
         time.sleep(poll)
-
-
-def exit_code_for(status: RunStatus, exit_code: int | None, sig: int | None) -> int:
-    """What ``runyard run`` exits with: the script's code, 128+N for signal N, 130 if canceled."""
-    if status is RunStatus.COMPLETED:
-        return 0
-    if status is RunStatus.CANCELED:
-        return 130
-    if sig:
-        return 128 + sig
-    return exit_code if exit_code else 1
 
 
 def exit_code_of(run: RunRecord) -> int:

@@ -40,7 +40,7 @@ from runyard.history import RunRecord, RunStatus
 
 if TYPE_CHECKING:
     from runyard.history.store import RunHistory
-    from runyard.runs import RunEnd, RunRequest
+    from runyard.runs.model import RunEnd, RunRequest
     from runyard.workspace import Workspace
 
 LOST_AFTER_REMOTE: Final = 120.0
@@ -105,10 +105,11 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
             if request is None:
                 record = _bare_record(history, run_id)
             else:
-                from runyard.runs import record as make_record
+                from runyard.runs.ending import record as make_record
 
                 record = make_record(history, request)
-        from runyard.runs import RunEnd, record_end
+        from runyard.runs.ending import record_end
+        from runyard.runs.model import RunEnd
 
         end = RunEnd.read(folder.path)
         if end is None:
@@ -188,7 +189,7 @@ def _record(history: RunHistory, run_id: str) -> RunRecord | None:
 
 
 def _request(folder: RunFolder) -> RunRequest | None:
-    from runyard.runs import RunRequest
+    from runyard.runs.model import RunRequest
 
     try:
         return RunRequest.load(folder.path)
@@ -262,7 +263,7 @@ def _ancestors() -> set[int]:
 def _salvage(ws: Workspace, folder: RunFolder, request: RunRequest | None, record: RunRecord) -> RunEnd:
     """Everything the run left, stored; the end that says what happened."""
     from runyard.agent.salvage import salvage
-    from runyard.runs import RunEnd
+    from runyard.runs.model import RunEnd
 
     store = ws.open_store()
     taken = salvage(store, folder, request.snapshot_id if request is not None else record.snapshot_id)
