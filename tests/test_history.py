@@ -40,16 +40,20 @@ from runyard.history import (
 )
 from runyard.history import schema as tables
 from runyard.history.db import Database
+from runyard.history.schema import SCHEMA_VERSION
 
 S = RunStatus
 DIGEST = "a" * 64
+
+
+ALL_STEPS = list(range(1, SCHEMA_VERSION + 1))
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     """A migrated SQLite history file."""
     path = tmp_path / "history.db"
-    assert migrate(path) == [1, 2]
+    assert migrate(path) == ALL_STEPS
     return path
 
 
@@ -68,7 +72,7 @@ def empty_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def location(empty_location: str) -> str:
     """A migrated history database, SQLite or PostgreSQL."""
-    assert migrate(empty_location) == [1, 2]
+    assert migrate(empty_location) == ALL_STEPS
     return empty_location
 
 
@@ -100,8 +104,8 @@ def test_migrate_from_empty_makes_every_table_in_wal_mode(db_path: Path) -> None
     try:
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert names == {"schema_version", "experiments", "runs", "metrics", "tags", "properties", "artifacts",
-                         "datastores", "datasets", "dataset_versions", "run_data"}
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
+                         "datastores", "datasets", "dataset_versions", "run_data", "compute_targets"}
+        assert [v for (v,) in con.execute("SELECT version FROM schema_version")] == ALL_STEPS
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         con.close()
@@ -118,9 +122,9 @@ def test_migrate_is_idempotent_and_safe_to_run_at_once(empty_location: str) -> N
         p.join(timeout=60)
     assert [r for r in results if not r.startswith("[")] == []
     applied = [v for r in results for v in json.loads(r)]
-    assert sorted(applied) == [1, 2], results  # every step applied once, by whichever process came first
+    assert sorted(applied) == ALL_STEPS, results  # every step applied once, by whichever process came first
     assert migrate(empty_location) == []
-    assert RunHistory.open(empty_location).check() == 2
+    assert RunHistory.open(empty_location).check() == SCHEMA_VERSION
 
 
 def _migrate_worker(path: str, queue: Any) -> None:

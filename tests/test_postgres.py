@@ -24,17 +24,21 @@ import runyard
 from runyard.errors import HistoryError, NotFoundError, SchemaVersionError
 from runyard.history import RunHistory, migrate
 from runyard.history.catalog import DataCatalog, RunDataRow
+from runyard.history.schema import SCHEMA_VERSION
 from runyard.workspace import Workspace
 from services import Postgres, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
+ALL_STEPS = list(range(1, SCHEMA_VERSION + 1))
+
+
 @pytest.fixture
 def url(postgres: Postgres) -> str:
     """A fresh, migrated database."""
     url = postgres.new_database()
-    assert migrate(url) == [1, 2]
+    assert migrate(url) == ALL_STEPS
     return url
 
 
@@ -55,10 +59,10 @@ def test_migrate_once_then_nothing_and_an_empty_database_asks_for_init(postgres:
     url = postgres.new_database()
     with pytest.raises(SchemaVersionError, match=r"has no runyard tables.*runyard init"):
         RunHistory.open(url)
-    assert migrate(url) == [1, 2]
+    assert migrate(url) == ALL_STEPS
     assert migrate(url) == []
     with RunHistory.open(url) as history:
-        assert history.check() == 2
+        assert history.check() == SCHEMA_VERSION
         assert history.location == url  # no password to hide
         run = history.create_run("exp", status="Running")
         assert [r.id for r in history.list_runs()] == [run.id]
@@ -206,7 +210,7 @@ def test_a_run_records_its_status_and_metrics_in_postgresql(postgres: Postgres, 
     url = postgres.new_database()
     ws = Workspace.create(tmp_path / "ws")
     ws.set_setting("history.url", url)
-    assert ws.migrate() == [1, 2]
+    assert ws.migrate() == ALL_STEPS
     src = tmp_path / "proj"
     src.mkdir()
     (src / "train.py").write_text(textwrap.dedent("""

@@ -6,6 +6,7 @@ import runyard
 
 EXPORTED = {
     "ArtifactError",
+    "ComputeError",
     "BlobNotFoundError",
     "ConfigError",
     "CorruptBlobError",

@@ -17,6 +17,7 @@ from runyard.data.inputs import DataPath, DatasetConsumptionConfig, OutputFileDa
 from runyard.errors import (
     ArtifactError,
     BlobNotFoundError,
+    ComputeError,
     ConfigError,
     CorruptBlobError,
     DataChangedError,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtifactError",
     "BlobNotFoundError",
+    "ComputeError",
     "ConfigError",
     "CorruptBlobError",
     "DataChangedError",

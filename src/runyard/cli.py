@@ -358,9 +358,9 @@ def _warn_flagged(request: Any) -> None:
 
 
 def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
-    from runyard.compute.local import Prefork, launch
+    from runyard.compute.local import Prefork
     from runyard.config import format_size, plural
-    from runyard.runs import prepare, record
+    from runyard.runs import prepare, record, start
 
     if detach:
         request = prepare(ws, spec)
@@ -373,7 +373,7 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
             if claim is not None:
                 os.close(claim)
             raise
-        launch(ws, request.run_id, fork=True, claim=claim)
+        start(ws, request, fork=True, claim=claim)
         click.echo(request.run_id)
         return
     # Forked by runyard._main before the arguments were parsed (or now): it
@@ -395,11 +395,8 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
     # A Ctrl-C between handing the run over and following it would leave it
     # running unwatched: hold it back until _follow_to_end can cancel the run.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        pid = supervisor.start(ws, request.run_id)
-    finally:
-        if request.claim is not None:
-            os.close(request.claim)  # the supervisor holds the run now (or it is lost, and the next read says so)
+    claim, request.claim = request.claim, None
+    pid = start(ws, request, claim=claim, prefork=supervisor)
     raise SystemExit(_follow_to_end(ws, request.run_id, pid, banner))
 
 
@@ -425,13 +422,18 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
               help="Tag the run (KEY alone: an empty value). Repeatable.")
 @click.option("--command", "shell_command", metavar="COMMAND",
               help="Run this shell command (through /bin/sh -c) in the working directory instead of a script.")
+@click.option("--compute", "compute_target", metavar="NAME",
+              help="The compute target to run on (default: the workspace's compute.default, else local).")
+@click.option("--network/--no-network", default=None,
+              help="Let the script reach the network, or not (a sandbox target has none by default).")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, max_bytes: str | None,
             max_files: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], registers: tuple[str, ...],
             overwrites: tuple[str, ...], script: str | None, args: tuple[str, ...], secrets: str | None = None,
-            tags: tuple[str, ...] = (), shell_command: str | None = None) -> None:
+            tags: tuple[str, ...] = (), shell_command: str | None = None, compute_target: str | None = None,
+            network: bool | None = None) -> None:
     """Run SCRIPT from a snapshot of the source directory, in an isolated
     working directory; ARGS go to the script unchanged, except that
     ${{inputs.NAME}} and ${{outputs.NAME}} become the local paths of an
@@ -469,7 +471,7 @@ def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, 
         arguments, ins, outs = collect(arguments, ins, outs)
     spec = RunSpec(source_directory=source_dir, script=script or "", arguments=arguments, experiment=experiment,
                    max_bytes=max_bytes, max_files=max_files, inputs=ins, outputs=outs, secrets=secrets,
-                   tags=_tags_opt(tags), command=shell_command)
+                   tags=_tags_opt(tags), command=shell_command, compute_target=compute_target, network=network)
     with _limit_advice("run"):
         _start_and_follow(ws, spec, detach)
 
@@ -764,10 +766,12 @@ def gc_cmd(ctx: click.Context, dry_run: bool) -> None:
 
 
 def _add_data_commands() -> None:
+    from runyard.cli_compute import compute_group
     from runyard.cli_data import dataset_group, datastore_group
 
     main.add_command(datastore_group)
     main.add_command(dataset_group)
+    main.add_command(compute_group)
 
 
 _add_data_commands()

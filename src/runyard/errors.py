@@ -25,6 +25,7 @@ chained.
      +-- RunError                   a run cannot be submitted, started or controlled
      |    +-- WorkdirError          a run's working directory cannot be made or removed
      |    +-- ArtifactError         an artifact name is unsafe, or a run's artifacts cannot be synced
+     |    +-- ComputeError          a compute target cannot be registered, found or used here
      +-- DatastoreError             a datastore cannot be registered, reached or used
      |    +-- DatastoreUnreachableError  its service did not answer (after retries)
      |    +-- DatastoreAuthError    its service refused the credentials
@@ -146,6 +147,10 @@ class WorkdirError(RunError):
 
 class ArtifactError(RunError):
     """An artifact name is unsafe, or a run's artifacts cannot be synced (also in ``runyard.agent.artifacts``)."""
+
+
+class ComputeError(RunError):
+    """A compute target cannot be registered, found or used here (its kind's preflight says why)."""
 
 
 class DatastoreError(RunyardError):

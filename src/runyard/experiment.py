@@ -26,7 +26,9 @@ class ScriptRunConfig:
     source_directory: str = "."
     script: str | None = None
     arguments: Sequence[Any] = ()
-    compute_target: str = "local"
+    compute_target: Any = None
+    """A compute target's name or a ``ComputeTarget`` (``runyard.compute.base``); None: the
+    workspace's ``compute.default``, else ``local`` (as in Azure ML)."""
     max_bytes: int | str | None = None
     """Snapshot size limit for this run (default: env, workspace config, 300 MiB)."""
     max_files: int | str | None = None

@@ -15,14 +15,38 @@ import os
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runyard.agent.folder import RunFolder
 from runyard.agent.procs import pid_alive
-from runyard.errors import RunError
+from runyard.compute.base import Kind
+from runyard.errors import ComputeError, RunError
 
 if TYPE_CHECKING:
     from runyard.workspace import Workspace
+
+
+class LocalKind(Kind):
+    """``local``: the supervisor and the script are processes of this machine, the script
+    with the user's rights (see :mod:`runyard.compute.base`)."""
+
+    name = "local"
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options:
+            raise ComputeError(f"A local target takes no options (got {', '.join(sorted(options))}). For limits, "
+                               "no network or another user, add a target of kind sandbox.")
+        return {}
+
+    def start(self, ws: Workspace, run_id: str, *, fork: bool = False, claim: int | None = None,
+              prefork: Any = None) -> int:
+        if isinstance(prefork, Prefork):
+            try:
+                return prefork.start(ws, run_id)
+            finally:
+                if claim is not None:
+                    os.close(claim)  # the supervisor holds the run now (or it is lost, and the next read says so)
+        return launch(ws, run_id, fork=fork, claim=claim)
 
 
 def launch(ws: Workspace, run_id: str, *, fork: bool = False, claim: int | None = None) -> int:
@@ -175,4 +199,4 @@ def _supervisor_process(id_r: int, pid_w: int, ack_w: int) -> None:  # pragma: n
         os._exit(code)
 
 
-__all__ = ["Prefork", "launch", "pid_alive"]
+__all__ = ["LocalKind", "Prefork", "launch", "pid_alive"]

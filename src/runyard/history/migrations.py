@@ -43,6 +43,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection
 
@@ -190,9 +191,24 @@ def _v2(conn: Connection) -> None:
         md.tables[name].create(conn, checkfirst=False)
 
 
+def _v3(conn: Connection) -> None:
+    """Version 3: compute targets; how far into its script channel a run has been taken in. Frozen."""
+    conn.execute(text("ALTER TABLE runs ADD COLUMN channel_offset BIGINT"))
+    md = MetaData(naming_convention=schema.NAMING_CONVENTION)
+    Table(
+        "compute_targets", md,
+        Column("name", String(255), primary_key=True),
+        Column("kind", String(32), nullable=False),
+        Column("options", Text, nullable=False),
+        Column("created", Double, nullable=False),
+        Column("updated", Double, nullable=False),
+    ).create(conn, checkfirst=False)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "experiments, runs, metrics, tags, properties, artifacts", _v1),
     Step(2, "datastores, datasets, dataset versions, run inputs and outputs", _v2),
+    Step(3, "compute targets, the script channel's offset", _v3),
 )
 LATEST = STEPS[-1].version
 assert LATEST == schema.SCHEMA_VERSION, "schema.SCHEMA_VERSION must be the last migration step's version"

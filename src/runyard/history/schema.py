@@ -33,7 +33,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this code reads and writes; the last migration step makes it."""
 
 NAMING_CONVENTION: Final = {
@@ -97,6 +97,7 @@ runs = Table(
     Column("parent_run_id", String(RUN_ID_LEN), ForeignKey("runs.id", ondelete="SET NULL")),
     Column("compute_target", String(255)),
     Column("working_dir", Text),
+    Column("channel_offset", BigInteger),  # bytes of the run's script channel taken in (version 3)
     Index(None, "experiment", "created"),  # runs of an experiment, newest first
     Index(None, "created"),  # all runs, newest first
     Index(None, "status", "heartbeat"),  # active runs; lost runs (stale heartbeat)
@@ -205,9 +206,21 @@ run_data = Table(
     Index(None, "dataset", "version"),
 )
 
+# -- compute (version 3) ------------------------------------------------------
+compute_targets = Table(
+    "compute_targets",
+    metadata,
+    Column("name", String(NAME_LEN), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("options", Text, nullable=False),  # JSON object; never a secret
+    Column("created", Double, nullable=False),
+    Column("updated", Double, nullable=False),
+)
+
 __all__ = [
     "SCHEMA_VERSION",
     "artifacts",
+    "compute_targets",
     "dataset_versions",
     "datasets",
     "datastores",

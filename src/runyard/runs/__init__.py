@@ -11,7 +11,6 @@ from __future__ import annotations
 from runyard.compute.local import Prefork, launch, pid_alive
 from runyard.runs.ending import record, record_end
 from runyard.runs.model import (
-    COMPUTE_TARGETS,
     END_FILE,
     LINKS_OUTSIDE_PROPERTY,
     REQUEST_FILE,
@@ -32,12 +31,12 @@ from runyard.runs.service import (
     reap_lost,
     request_cancel,
     rerun_spec,
+    start,
     submit,
     wait,
 )
 
 __all__ = [
-    "COMPUTE_TARGETS",
     "END_FILE",
     "END_RECORD_WAIT",
     "LINKS_OUTSIDE_PROPERTY",
@@ -61,6 +60,7 @@ __all__ = [
     "record_end",
     "request_cancel",
     "rerun_spec",
+    "start",
     "submit",
     "wait",
 ]

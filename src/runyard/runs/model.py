@@ -15,8 +15,6 @@ from typing import Any, Final
 from runyard.errors import RunyardError
 from runyard.history import Artifact, RunStatus
 
-COMPUTE_TARGETS: Final = ("local",)
-
 
 @dataclass
 class RunSpec:
@@ -26,7 +24,10 @@ class RunSpec:
     script: str
     arguments: Sequence[str] = ()
     experiment: str = "default"
-    compute_target: str = "local"
+    compute_target: Any = None
+    """A target's name or a ``ComputeTarget``; None: the workspace's default, else ``local``."""
+    network: bool | None = None
+    """Give the script the network on a target that has none by default (the sandbox), or not."""
     max_bytes: int | str | None = None
     max_files: int | str | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -59,6 +60,8 @@ class RunRequest:
     script: str
     arguments: list[str]
     compute_target: str = "local"
+    isolation: dict[str, Any] | None = None
+    """How the supervisor isolates the script (the target kind's), or None: not at all."""
     parent_run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
@@ -188,7 +191,6 @@ def command_argv(command: str | Sequence[str]) -> list[str]:
 
 
 __all__ = [
-    "COMPUTE_TARGETS",
     "END_FILE",
     "LINKS_OUTSIDE_PROPERTY",
     "REQUEST_FILE",

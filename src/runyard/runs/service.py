@@ -23,12 +23,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from runyard.compute.local import launch, pid_alive
+from runyard.compute.local import pid_alive
 from runyard.errors import RunError
 from runyard.history import RunRecord, RunStatus
 from runyard.runs.ending import record
 from runyard.runs.model import (
-    COMPUTE_TARGETS,
     REQUEST_FILE,
     RunEnd,
     RunRequest,
@@ -71,10 +70,17 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     A snapshot that fails (over a limit, unreadable files) raises and leaves
     no run behind, as a failed ``snapshot create`` stores nothing.
     """
+    from runyard.compute.base import get_target, kind
     from runyard.history import check_experiment_name, new_run_id
 
-    if spec.compute_target not in COMPUTE_TARGETS:
-        raise RunError(f"Unknown compute target '{spec.compute_target}'. Available: {', '.join(COMPUTE_TARGETS)}.")
+    target = get_target(ws, spec.compute_target)
+    target_kind = kind(target.kind)
+    problem = target_kind.preflight(target)  # before anything is stored: a target that cannot work here says so
+    if problem is not None:
+        from runyard.errors import ComputeError
+
+        raise ComputeError(f"Runs cannot run on compute target '{target.name}' here: {problem}")
+    isolation = target_kind.isolation(target, {} if spec.network is None else {"network": spec.network})
     check_experiment_name(spec.experiment)
     source = os.path.abspath(spec.source_directory)
     script = spec.script
@@ -146,7 +152,8 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     request = RunRequest(
         run_id=run_id, experiment=spec.experiment, snapshot_id=snapshot_id,
         source_dir=source, script=script, arguments=[str(a) for a in spec.arguments],
-        compute_target=spec.compute_target, parent_run_id=spec.parent_run_id, tags=dict(spec.tags), created=now,
+        compute_target=target.name, isolation=isolation, parent_run_id=spec.parent_run_id, tags=dict(spec.tags),
+        created=now,
         python_version=sys.version.split()[0],
         git=_git_info(source) if spec.snapshot_id is None else dict(spec.git or {}),
         secrets=secrets, links_outside=links, snapshot_reused=spec.snapshot_id is not None, command=command,
@@ -232,8 +239,19 @@ def submit(ws: Workspace, spec: RunSpec) -> RunRecord:
         if claim is not None:
             os.close(claim)  # nobody looks after the run now: the next reader records it as lost
         raise
-    launch(ws, run.id, claim=claim)
+    start(ws, request, claim=claim)
     return run
+
+
+def start(ws: Workspace, request: RunRequest, *, claim: int | None = None, fork: bool = False,
+          prefork: Any = None) -> int:
+    """Start the run's supervisor on its compute target; returns its pid. ``claim`` (the run's
+    marker, held) is handed over and closed; ``prefork`` is a supervisor forked ahead of time
+    (``runyard run``), used where the target starts supervisors on this machine."""
+    from runyard.compute.base import get_target, kind
+
+    return kind(get_target(ws, request.compute_target).kind).start(
+        ws, request.run_id, fork=fork, claim=claim, prefork=prefork)
 
 
 def reap_lost(history: RunHistory, runs: Sequence[RunRecord] | None = None, *,

@@ -1,0 +1,153 @@
+"""Compute targets: named places where runs run, each of a kind.
+
+A target is registered in the workspace (its history, so every machine that
+shares the history sees it) with a kind and options:
+``runyard compute add gpu --kind sandbox --memory 16GiB --gpus``. ``local``
+exists in every workspace and cannot be changed. A run names its target
+(``runyard run --compute NAME``, ``ScriptRunConfig(compute_target=...)``), else
+the workspace's ``compute.default``, else ``local``.
+
+Every kind implements :class:`Kind`: check its options, say whether it can work
+here (a preflight, fast, with what to do when it cannot), start a run's
+supervisor, and tell whether the supervisor still looks after the run. Kinds are
+registered by name and imported on first use (no Ray for a local run).
+
+>>> kind("local").name
+'local'
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from runyard.errors import ComputeError
+
+if TYPE_CHECKING:
+    from runyard.workspace import Workspace
+
+LOCAL: Final = "local"
+DEFAULT_SETTING: Final = "compute.default"
+KINDS: Final = {"local": "runyard.compute.local:LocalKind", "sandbox": "runyard.compute.sandbox:SandboxKind"}
+"""Kind name -> "module:class", imported when first used."""
+
+
+@dataclass(frozen=True)
+class ComputeTarget:
+    """A registered target: its name, its kind and the kind's options."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()) if v not in (None, False))
+        return f"{self.name} ({self.kind}{': ' + shown if shown else ''})"
+
+
+class Kind(ABC):
+    """What every kind of target does (see the module docstring)."""
+
+    name: str = ""
+
+    @abstractmethod
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options, checked and made canonical; ``ComputeError`` naming the bad one and what to give."""
+
+    def preflight(self, target: ComputeTarget) -> str | None:
+        """Why runs cannot run on ``target`` here (and what to do), or None when they can."""
+        return None
+
+    def isolation(self, target: ComputeTarget, overrides: dict[str, Any]) -> dict[str, Any] | None:
+        """What the supervisor needs to isolate the script (kept in the run's request), or None."""
+        return None
+
+    @abstractmethod
+    def start(self, ws: Workspace, run_id: str, *, fork: bool = False, claim: int | None = None,
+              prefork: Any = None) -> int:
+        """Start the run's supervisor (it takes the run over from ``claim``, which is closed then);
+        returns its pid. ``prefork``: a supervisor this process forked ahead of time, to use if
+        the kind starts supervisors on this machine (else it is abandoned)."""
+
+    def attended(self, ws: Workspace, run_id: str) -> bool | None:
+        """Whether the run's supervisor still looks after it (see :mod:`runyard.agent.folder`)."""
+        from runyard.agent.folder import RunFolder
+
+        return RunFolder.of(ws.path, run_id).attended()
+
+
+def kind(name: str) -> Kind:
+    """The kind ``name``, imported now; ``ComputeError`` for a kind runyard does not have."""
+    where = KINDS.get(name)
+    if where is None:
+        raise ComputeError(f"There is no compute target kind '{name}'. Kinds: {', '.join(sorted(KINDS))}.")
+    module, _, cls = where.partition(":")
+    made: Kind = getattr(importlib.import_module(module), cls)()
+    return made
+
+
+def default_target_name(ws: Workspace) -> str:
+    """The workspace's ``compute.default``, else ``local``."""
+    default = ws.get_setting(DEFAULT_SETTING)
+    return str(default) if default else LOCAL
+
+
+def get_target(ws: Workspace, name: str | ComputeTarget | None = None) -> ComputeTarget:
+    """The target ``name`` (or the object itself), else the workspace's default, else ``local``."""
+    if isinstance(name, ComputeTarget):
+        return name
+    if name is None:
+        name = default_target_name(ws)
+    if name == LOCAL:
+        return ComputeTarget(LOCAL, LOCAL, {})
+    from runyard.history.compute import ComputeCatalog
+
+    row = ComputeCatalog(ws.open_history()).get(name)
+    if row is None:
+        known = [LOCAL, *(t.name for t in list_targets(ws) if t.name != LOCAL)]
+        raise ComputeError(f"There is no compute target '{name}' in this workspace. Targets: {', '.join(known)}. "
+                           f"Add one with: runyard compute add {name} --kind sandbox")
+    return ComputeTarget(row.name, row.kind, row.options)
+
+
+def list_targets(ws: Workspace) -> list[ComputeTarget]:
+    """Every target of the workspace, ``local`` first."""
+    from runyard.history.compute import ComputeCatalog
+
+    rows = ComputeCatalog(ws.open_history()).list()
+    return [ComputeTarget(LOCAL, LOCAL, {}), *(ComputeTarget(r.name, r.kind, r.options) for r in rows)]
+
+
+def add_target(ws: Workspace, name: str, kind_name: str, options: dict[str, Any], *,
+               replace: bool = False) -> ComputeTarget:
+    """Register a target, after checking its options and that it can run here (its preflight)."""
+    from runyard.history import check_experiment_name
+    from runyard.history.compute import ComputeCatalog
+
+    if name == LOCAL:
+        raise ComputeError("'local' is built in and cannot be changed. Give the new target another name.")
+    try:
+        check_experiment_name(name)
+    except Exception as exc:
+        raise ComputeError(f"'{name}' cannot name a compute target: {exc}") from None
+    k = kind(kind_name)
+    target = ComputeTarget(name, kind_name, k.check_options(dict(options)))
+    problem = k.preflight(target)
+    if problem is not None:
+        raise ComputeError(f"Compute target '{name}' cannot run here: {problem}")
+    ComputeCatalog(ws.open_history()).put(name, kind_name, target.options, replace=replace)
+    return target
+
+
+def remove_target(ws: Workspace, name: str) -> bool:
+    from runyard.history.compute import ComputeCatalog
+
+    if name == LOCAL:
+        raise ComputeError("'local' is built in and cannot be removed.")
+    return ComputeCatalog(ws.open_history()).remove(name)
+
+
+__all__ = ["KINDS", "LOCAL", "ComputeTarget", "Kind", "add_target", "default_target_name", "get_target", "kind",
+           "list_targets", "remove_target"]
