@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from runyard.errors import NotFoundError, RunError
 
@@ -51,10 +51,13 @@ class Run:
         it would have logged when the script runs outside runyard."""
         run_id = os.environ.get(ENV_RUN_ID)
         ws_path = os.environ.get("RUNYARD_WORKSPACE")
-        if not run_id or not ws_path:
-            return OfflineRun()
+        channel = os.environ.get("RUNYARD_CHANNEL")
         from runyard.workspace import Workspace
 
+        if run_id and channel:  # inside a run: reports go through its channel (see runyard.agent.channel)
+            return ScriptRun(Workspace(ws_path) if ws_path else None, run_id, channel)
+        if not run_id or not ws_path:
+            return OfflineRun()
         return cls(Workspace(ws_path), run_id)
 
     @property
@@ -309,6 +312,68 @@ class Run:
 
 
 _OFFLINE_HINT = "Run the script with runyard (runyard run SCRIPT, or Experiment.submit) to record it."
+
+
+class ScriptRun(Run):
+    """The script's own run, as ``Run.get_context()`` gives it inside a run: what the script
+    reports (metrics, tags, properties, files) goes to the run's channel, a file the
+    supervisor takes in (:mod:`runyard.agent.channel`), never straight to the history. So
+    ``run.log()`` is fast (no database write), never waits for a locked history, and works
+    where the history cannot be reached (a sandbox). Reading the run (metrics so far, details)
+    needs the history, and is refused inside a sandbox."""
+
+    _writers: ClassVar[dict[tuple[int, str], Any]] = {}
+
+    def __init__(self, workspace: Workspace | None, run_id: str, channel: str) -> None:
+        self.workspace = workspace  # type: ignore[assignment]  # None inside a sandbox: reads are refused
+        self.id = run_id
+        self._history = None
+        self._channel = channel
+
+    def _writer(self) -> Any:
+        from runyard.agent.channel import ChannelWriter
+
+        key = (os.getpid(), self._channel)  # a forked process gets its own descriptor
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = self._writers[key] = ChannelWriter(self._channel)
+        return writer
+
+    @property
+    def history(self) -> RunHistory:
+        if self.workspace is None or not os.path.isdir(self.workspace.path):
+            raise RunError("This run cannot read the run history from inside its sandbox: a script there can "
+                           "report (log, tag, add_properties, upload_file) but not read runs. Read them outside, "
+                           f"e.g. runyard runs show {self.id}")
+        return super().history
+
+    def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
+        """Log a value of a metric (call again to add points)."""
+        self._writer().metric(name, value, step)
+
+    def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
+        self._writer().metric(name, list(value), None, "list")
+
+    def log_row(self, name: str, description: str = "", **kwargs: Any) -> None:
+        self._writer().metric(name, dict(kwargs), None, "row")
+
+    def tag(self, key: str, value: str | None = None) -> None:
+        self._writer().tag(key, "" if value is None else str(value))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self._writer().tag(key, str(value))
+
+    def add_properties(self, properties: Mapping[str, str]) -> None:
+        """Add properties (add-only: a key set before keeps its first value)."""
+        self._writer().properties({k: str(v) for k, v in properties.items()})
+
+    def upload_file(self, name: str, path_or_stream: str) -> None:
+        """Store a local file as the artifact ``name`` of this run (when the supervisor takes it in)."""
+        from runyard.history import Artifact
+
+        Artifact(name, 0, "0" * 64).checked()  # a bad name is refused now, not later
+        self._writer().upload(name, path_or_stream)
 
 
 class OfflineRun(Run):

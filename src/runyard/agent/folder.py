@@ -12,6 +12,7 @@ A run's folder is ``<workspace>/runs/<run id>/``::
     driver_log.txt   the same as lines, ``\\r`` redraws collapsed (what ``runyard logs`` shows)
     artifacts.jsonl  every artifact stored so far, one JSON line each, appended as
                      files settle: the durable record of the live sync
+    channel/         what the script reports (metrics, tags, files): log.jsonl, uploads/
     logs/            the live mirror of the working directory's ``./logs``
     cancel           there when a cancel was asked for
     end.json         the run's end as its supervisor saw it
@@ -56,6 +57,7 @@ from runyard.errors import RunError
 RUNS_DIR: Final = "runs"
 ACTIVE_DIR: Final = "active"
 
+CHANNEL: Final = "channel"
 REQUEST: Final = "request.json"
 PLAN: Final = "data.json"
 IDENTITY: Final = "supervisor.json"
@@ -109,6 +111,11 @@ class RunFolder:
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    @property
+    def channel(self) -> str:
+        """The script's channel to runyard (see :mod:`runyard.agent.channel`)."""
+        return self.file(CHANNEL)
 
     @property
     def request(self) -> str:

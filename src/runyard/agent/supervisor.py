@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from runyard.agent.channel import ENV as CHANNEL_ENV
 from runyard.agent.folder import DRIVER_LOG_ARTIFACT, WORK, RunFolder, boot_id
 from runyard.agent.logstream import tail_lines
 from runyard.history import Artifact, RunStatus
@@ -64,6 +65,8 @@ HEARTBEAT_EVERY: Final = 2.0
 LOGS_EVERY: Final = 0.1
 OUTPUTS_EVERY: Final = 1.0
 TICK: Final = 0.02
+CHANNEL_EVERY: Final = 0.2
+"""Seconds between takes of the script's channel into the history."""
 DEFAULT_GRACE: Final = 10.0
 ENV_GRACE: Final = "RUNYARD_CANCEL_GRACE"
 
@@ -413,7 +416,9 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         "RUNYARD_LOGS_DIR": logs_dir,
         "PYTHONUNBUFFERED": "1",
         "PATH": path_with(python, os.environ.get("PATH")),
+        CHANNEL_ENV: folder.channel,
     })
+    os.makedirs(folder.channel, exist_ok=True)
     arguments = list(request.arguments)
     data: RunData | None = None
 
@@ -517,7 +522,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     grace = _grace()
     script_start = time.monotonic()
     killed_at: float | None = None
-    last_beat = last_out = last_logs = time.monotonic()
+    last_beat = last_out = last_logs = last_channel = time.monotonic()
     while True:
         code = proc.poll()
         if code is not None:
@@ -550,6 +555,9 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             live.settle()
         if history is not None:
             recorder.submit("artifacts", partial(live.flush, history, run_id))
+            if now - last_channel >= CHANNEL_EVERY:
+                last_channel = now
+                recorder.submit("channel", partial(_take_in, history, store, run_id, folder, False))
         if exited is None:
             time.sleep(TICK)
         else:
@@ -632,10 +640,21 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
         _quietly(lambda: prune_cache(ws))
     try:
-        record_end(background.get(), run_id, end)
+        h = background.get()
+        _take_in(h, store, run_id, folder, True)  # what the script reported, all of it, before the end is seen
+        record_end(h, run_id, end)
     except Exception:
         _append(folder.supervisor_log, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
     return done(exit_code_for(final, exit_code, sig))
+
+
+def _take_in(history: RunHistory, store: ObjectStore, run_id: str, folder: RunFolder, whole: bool) -> None:
+    """Take the script's channel into the history (a batch, or ``whole``); problems to supervisor.log."""
+    from runyard.agent.channel import ingest
+
+    done = ingest(history, store, run_id, folder.channel, until_end=whole)
+    for problem in done.problems[:20]:
+        _append(folder.supervisor_log, f"runyard: {problem}\n")
 
 
 def _beat(history: RunHistory, run_id: str, cancel: _Cancel) -> None:

@@ -50,7 +50,7 @@ _SHOWN: Final = 10
 _IN_CHUNK: Final = 500
 """Ids per ``IN (...)`` list: far under SQLite's and PostgreSQL's parameter limits."""
 _PLAIN_COLUMNS: Final = tuple(
-    c.name for c in t.runs.columns if c.name not in ("status", "arguments", "git_dirty")
+    c.name for c in t.runs.columns if c.name not in ("status", "arguments", "git_dirty", "channel_offset")
 )
 
 

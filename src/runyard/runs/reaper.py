@@ -117,6 +117,10 @@ def reap(ws: Workspace, history: RunHistory, run_id: str) -> RunRecord | None:
             end.write(folder.path)
         else:
             _recover_artifacts(ws, folder, end)
+        if folder.owns(folder.channel):
+            from runyard.agent.channel import ingest
+
+            ingest(history, ws.open_store(), run_id, folder.channel)  # what the script reported, all of it
         done = record_end(history, run_id, end)
         _clean_up(ws, folder)
         folder.release()
