@@ -352,6 +352,11 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    box = None
+    if request.isolation:
+        from runyard.agent.sandbox import Sandbox
+
+        box = Sandbox.from_isolation(request.isolation)
     background = _History(ws, request, host)
     store = ws.open_store()
     capture = OutputCapture(folder.raw_output, folder.driver_log, run_id)
@@ -394,7 +399,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     if (code := canceled_early()) is not None:
         return code
     try:
-        workdir = materialize(store, request.snapshot_id, folder.work,
+        # A sandboxed script runs as another user: its working directory is a copy made its own.
+        workdir = materialize(store, request.snapshot_id, folder.work, method="copy" if box else "auto",
                               lower_cache=os.path.join(ws.cache_dir, LOWER_CACHE))
     except Exception as exc:  # any failure to prepare is the run's failure, recorded
         return fail_early("preparing the working directory failed", exc)
@@ -451,6 +457,14 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             return fail_early("preparing the run's data failed", RunyardError(detail))
         paths = data.paths()
         arguments = [PLACEHOLDER_RE.sub(lambda m: paths.get(m.group(0), m.group(0)), a) for a in arguments]
+    if box is not None:
+        from runyard.agent.sandbox import python_for_sandbox
+
+        python, needed, pythonpath = python_for_sandbox()
+        box.binds_ro = needed
+        env.update({"PYTHONPATH": pythonpath, "HOME": "/tmp", "TMPDIR": "/tmp",
+                    "PATH": path_with(python, os.environ.get("PATH"))})
+        env.pop("RUNYARD_WORKSPACE", None)  # not in the sandbox: the script reports through its channel
     try:
         if request.command:
             whole = request.command
@@ -467,6 +481,21 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             data.unmount_all()
         workdir.cleanup()
         return fail_early("the script cannot be run", exc)
+    if box is not None:
+        try:
+            _sandbox_paths(box, wd, folder, data)
+        except Exception as exc:
+            if data is not None:
+                data.unmount_all()
+            workdir.cleanup()
+            return fail_early("the sandbox cannot be made", exc)
+        from runyard.agent.sandbox import bwrap_argv, limits
+
+        say(f"sandbox: {box.describe_limits()}")
+        command = bwrap_argv(box, command, wd)
+        preexec = limits(box, then=_die_with_parent)
+    else:
+        preexec = _die_with_parent
     upper = os.path.join(folder.work, "layers", "upper") if workdir.method == "overlay" else None
     live = _LiveSync(store, wd, folder, shipped_files(store, request.snapshot_id), upper)
     if (code := canceled_early()) is not None:
@@ -480,7 +509,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         try:
             proc = subprocess.Popen(
                 command, cwd=wd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=preexec,
             )
         finally:
             os.close(out)  # the script's end of the pipe is the script's alone
@@ -520,6 +549,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     except (OSError, AttributeError):
         exited = None
     grace = _grace()
+    timed_out = False
     script_start = time.monotonic()
     killed_at: float | None = None
     last_beat = last_out = last_logs = last_channel = time.monotonic()
@@ -541,6 +571,9 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         if history is not None and now - last_beat >= HEARTBEAT_EVERY:
             last_beat = now
             recorder.submit("heartbeat", partial(_beat, history, run_id, cancel))
+        if box is not None and box.time and not timed_out and now - script_start > box.time:
+            timed_out = True
+            cancel.request(f"the run went on longer than its time limit ({box.time:g} s of wall time)")
         if cancel.requested:
             if killed_at is None:
                 killed_at = now
@@ -569,7 +602,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
     # The script has ended: its end is decided now (a cancel arriving while
     # its outputs are synced does not change it).
-    if unrecordable is not None:
+    if unrecordable is not None or timed_out:
         final = RunStatus.FAILED
     else:
         final = RunStatus.CANCELED if cancel.requested else (RunStatus.COMPLETED if code == 0 else RunStatus.FAILED)
@@ -613,6 +646,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     error: str | None = None
     if unrecordable is not None:
         error = f"The run could not be recorded: {unrecordable}"
+    elif timed_out:
+        error = cancel.reason
     elif final is RunStatus.FAILED and not data_failed:
         error = _traceback_tail(folder.driver_log) or (
             f"The script was killed by {signal.Signals(sig).name}" if sig
@@ -646,6 +681,35 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     except Exception:
         _append(folder.supervisor_log, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
     return done(exit_code_for(final, exit_code, sig))
+
+
+def _sandbox_paths(box: Any, wd: str, folder: RunFolder, data: Any) -> None:
+    """What the sandboxed script may write is made its user's; what it reads and writes beside its
+    working directory is bound in; every folder must be reachable by that user."""
+    from runyard.agent.sandbox import hand_over, reachable
+    from runyard.errors import RunError
+
+    readable = [folder.channel]
+    writable = [wd, folder.channel]
+    if data is not None:
+        for item in data.outputs:
+            if item["mode"] != "mount":
+                writable.append(item["local_path"])
+                box.binds_rw.append(item["local_path"])
+        for item in data.inputs:
+            if item["mode"] == "mount":
+                raise RunError(f"input '{item['name']}' is mounted (FUSE), which the sandbox's user cannot read; "
+                               "give it as a download (@download, .as_download()) on a sandbox target")
+            box.binds_ro.append(item["local_path"])
+            readable.append(item["local_path"])
+    hand_over(writable, box.uid, box.gid)
+    box.binds_rw.append(folder.channel)
+    for path in [*box.binds_ro, *box.binds_rw, wd, *readable]:
+        if not reachable(path):
+            raise RunError(f"the sandbox's user (uid {box.uid}) cannot reach {path}: a folder above it is closed "
+                           "to other users. Open it (chmod o+x on that folder), move the workspace, or name "
+                           "another user for the target (runyard compute add NAME --kind sandbox --user USER "
+                           "--replace)")
 
 
 def _take_in(history: RunHistory, store: ObjectStore, run_id: str, folder: RunFolder, whole: bool) -> None:
