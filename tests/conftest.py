@@ -54,6 +54,46 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace.create(tmp_path / "wsroot")
 
 
+TARGETS = ("local", "sandbox")
+"""The compute target kinds the run conformance suite runs against (tests that take ``target_workspace``)."""
+
+
+@pytest.fixture(params=TARGETS)
+def target_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """A fresh workspace whose default compute target is of each kind in turn.
+
+    The sandbox's user (nobody) must reach the workspace, so its workspace is in
+    a folder every user can enter (pytest's own are closed to others).
+    """
+    if request.param == "local":
+        yield Workspace.create(tmp_path / "wsroot")
+        return
+    from runyard.agent.sandbox import preflight, user_ids
+
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("the sandbox suite runs as root here (it drops to nobody); under CI it must run")
+    uid, gid = user_ids(None)
+    problem = preflight(uid, gid)
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the sandbox cannot run here: {problem}")
+        pytest.skip(f"the sandbox cannot run here: {problem}")
+    d = Path(tempfile.mkdtemp(prefix="runyard-sandbox-"))
+    d.chmod(0o755)
+    try:
+        ws = Workspace.create(d / "wsroot")
+        from runyard.compute.base import add_target
+
+        add_target(ws, "box", "sandbox", {})
+        ws.set_setting("compute.default", "box")
+        yield ws
+    finally:
+        from runyard.cleanup import collect
+
+        collect(Workspace(ws.path))
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
 def cli(workspace: Workspace) -> Cli:
     return Cli(workspace)

@@ -28,6 +28,12 @@ write = write_script
 
 
 @pytest.fixture
+def workspace(target_workspace: Workspace) -> Workspace:
+    """The conformance suite: every test here runs on each compute target kind (conftest.TARGETS)."""
+    return target_workspace
+
+
+@pytest.fixture
 def src(tmp_path: Path) -> Path:
     d = tmp_path / "proj"
     d.mkdir()
@@ -384,7 +390,10 @@ def test_ctrl_c_in_runyard_run_cancels_the_run(workspace: Workspace, src: Path) 
                              "--source-dir", str(src), "-e", "ctrlc", "wait.py"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "started"
+    first = proc.stdout.readline()
+    while first.startswith("runyard:"):  # what runyard says of the run (a sandbox's limits, say)
+        first = proc.stdout.readline()
+    assert first.strip() == "started"
     proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -488,19 +497,22 @@ def test_the_run_is_readable_the_moment_runyard_run_returns(workspace: Workspace
 
 
 def test_nothing_the_script_started_outlives_the_run(workspace: Workspace, src: Path, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
+    from runyard.agent.procs import processes_with
+
+    mark = f"RUNYARD_TEST_MARK={os.getpid()}-{time.monotonic_ns()}"  # found in /proc, in any PID namespace
     write(src, "spawner.py", f"""
-        import subprocess, sys
-        stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
-                                 start_new_session=True, stdout=subprocess.DEVNULL)
+        import os, subprocess, sys
+        env = dict(os.environ)
+        env["RUNYARD_TEST_MARK"] = {mark.split("=", 1)[1]!r}
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True, stdout=subprocess.DEVNULL, env=env)
         ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
-        stubborn = subprocess.Popen([sys.executable, "-c", ignore], stdout=subprocess.DEVNULL)
-        open({str(pids)!r}, "w").write(f"{{stray.pid}} {{stubborn.pid}}")
+        subprocess.Popen([sys.executable, "-c", ignore], stdout=subprocess.DEVNULL, env=env)
     """)
     run = submit(workspace, src, "spawner.py")
     assert run.wait_for_completion()["status"] == "Completed"
-    for pid in map(int, pids.read_text().split()):
-        assert not pid_alive(pid), f"process {pid} outlived its run"
+    left = [p for p in processes_with(mark) if pid_alive(p)]
+    assert left == [], f"processes {left} outlived their run"
 
 
 def test_a_symlinked_script_is_refused(workspace: Workspace, src: Path, tmp_path: Path) -> None:

@@ -161,7 +161,10 @@ def _ro_system() -> list[str]:
 def bwrap_argv(box: Sandbox, command: Sequence[str], wd: str) -> list[str]:
     """The command that runs ``command`` in ``wd`` inside the sandbox."""
     bwrap = shutil.which("bwrap") or "bwrap"
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "runyard"]
+    # Not --new-session: the script stays in the supervisor's process group for the run, so a
+    # cancel's SIGTERM reaches it (bubblewrap does not pass signals on); its stdin is /dev/null and
+    # the supervisor has no terminal, so there is no terminal to inject keystrokes into.
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--hostname", "runyard"]
     if box.network:
         args.append("--share-net")
     args += _ro_system()

@@ -464,7 +464,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         box.binds_ro = needed
         env.update({"PYTHONPATH": pythonpath, "HOME": "/tmp", "TMPDIR": "/tmp",
                     "PATH": path_with(python, os.environ.get("PATH"))})
-        env.pop("RUNYARD_WORKSPACE", None)  # not in the sandbox: the script reports through its channel
+        # RUNYARD_WORKSPACE stays (for what the script prints): the workspace is not in the sandbox,
+        # and the script reports through its channel.
     try:
         if request.command:
             whole = request.command
@@ -577,7 +578,10 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         if cancel.requested:
             if killed_at is None:
                 killed_at = now
-                _signal_group(proc.pid, signal.SIGTERM)
+                if box is not None:  # not bubblewrap itself: it would end the sandbox at once, no grace
+                    _signal_members(proc.pid, signal.SIGTERM, but=proc.pid)
+                else:
+                    _signal_group(proc.pid, signal.SIGTERM)
             elif now - killed_at >= grace:
                 _signal_group(proc.pid, signal.SIGKILL)
         if now - last_logs >= LOGS_EVERY:
@@ -641,6 +645,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     problems.extend(live.problems)
     live.journal.close()
 
+    if box is not None and 128 < code <= 128 + 64:
+        code = -(code - 128)  # bubblewrap exits 128+N when signal N killed the script, as a shell does
     exit_code = code if code >= 0 else None
     sig = -code if code < 0 else None
     error: str | None = None
@@ -792,6 +798,24 @@ def _end_leftovers(pgid: int, grace: float = 1.0, spare: set[int] | frozenset[in
             time.sleep(0.02)
         signal_all(signal.SIGKILL)
     reap()
+
+
+def _signal_members(pgid: int, sig: int, *, but: int) -> None:
+    """Signal every process of group ``pgid`` but ``but`` (in every PID namespace below ours)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit() or int(name) == but:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                os.kill(int(name), sig)
+        except (OSError, IndexError, ValueError):
+            continue
 
 
 def _signal_group(pid: int, sig: int) -> None:
