@@ -173,7 +173,10 @@ def bwrap_argv(box: Sandbox, command: Sequence[str], wd: str) -> list[str]:
         args += ["--ro-bind", path, path]
     for path in box.binds_rw:
         args += ["--bind", path, path]
-    args += ["--bind", wd, wd, "--chdir", wd]
+    args += ["--bind", wd, wd]
+    # The folders bubblewrap made to hold those mounts (the workspace's path, say) are read-only:
+    # nothing can be written beside them, not even a decoy.
+    args += ["--remount-ro", "/", "--chdir", wd]
     if box.gpus:
         for dev in GPU_DEVICES:
             args += ["--dev-bind-try", dev, dev]

@@ -1,0 +1,251 @@
+"""The sandbox target, tried as an attacker would: a script that wants out, and cannot get out.
+
+Real bubblewrap, run as the unprivileged user ``nobody`` (the suite runs as root,
+as CI does). Each attempt must fail, and the run must still complete honestly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runyard
+from runyard.agent.folder import RunFolder
+from runyard.compute.base import add_target
+from runyard.errors import ComputeError
+from runyard.workspace import Workspace
+from trees import write_script
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def ws(target_workspace: Workspace, request: pytest.FixtureRequest) -> Workspace:
+    """A workspace whose default target is a sandbox (the local variant of the fixture is skipped)."""
+    if request.node.callspec.params.get("target_workspace") != "sandbox":
+        pytest.skip("a test of the sandbox itself")
+    return target_workspace
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "source_secret.txt").write_text("in the source directory")
+    return d
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP server on the host's 127.0.0.1 that answers 'host'."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.sendall(b"host")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def submit(ws: Workspace, src: Path, script: str, *args: str, compute: str | None = None) -> runyard.Run:
+    cfg = runyard.ScriptRunConfig(source_directory=str(src), script=script, arguments=list(args),
+                                  compute_target=compute)
+    return runyard.Experiment(ws, "sb").submit(cfg)
+
+
+def driver_log(ws: Workspace, run: runyard.Run) -> str:
+    return Path(RunFolder.of(ws.path, run.id).driver_log).read_text()
+
+
+ATTACKER = r"""
+import json, os, socket, sys
+import runyard
+out = {}
+def attempt(what, fn):
+    try:
+        fn()
+        out[what] = "GOT IN"
+    except BaseException as exc:
+        out[what] = type(exc).__name__
+targets = json.loads(sys.argv[1])
+for name, path in targets["read"].items():
+    try:
+        out["read " + name] = "read: " + open(path, "rb").read(64).decode("latin-1")
+    except BaseException as exc:
+        out["read " + name] = type(exc).__name__
+for name, path in targets["write"].items():  # (a path that only exists in its private /tmp is no escape)
+    attempt("write " + name, lambda p=path: open(p, "ab").write(b"WRITTEN BY THE SANDBOX"))
+try:
+    out["runs seen"] = ",".join(sorted(os.listdir(targets["runs"])))  # only its own folder's path, at most
+except OSError as exc:
+    out["runs seen"] = type(exc).__name__
+attempt("connect host 127.0.0.1", lambda: socket.create_connection(("127.0.0.1", targets["port"]), timeout=2).recv(4))
+attempt("connect outside", lambda: socket.create_connection(("192.0.2.1", 80), timeout=2))
+attempt("resolve a name", lambda: socket.getaddrinfo("pypi.org", 443))
+attempt("dot-dot out of the working directory", lambda: open("../" * 12 + "etc/shadow").read(1))
+os.makedirs("outputs", exist_ok=True)
+for name, path in targets["read"].items():
+    try:
+        os.symlink(path, os.path.join("outputs", "link-" + name.replace(" ", "_")))
+    except OSError:
+        pass
+run = runyard.Run.get_context()
+attempt("read the history through the SDK", lambda: run.get_metrics())
+run.log("attempts", len(out))
+open("outputs/report.json", "w").write(json.dumps(out))
+print(json.dumps(out))
+"""
+
+
+def test_a_sandboxed_script_that_tries_to_get_out_gets_nowhere(ws: Workspace, src: Path, listener: int,
+                                                               tmp_path: Path) -> None:
+    # Something to steal in every place a script must not reach.
+    other = submit(ws, src, "noop.py") if (src / "noop.py").write_text("print('other run')\n") else None
+    assert other is not None
+    other.wait_for_completion()
+    (Path(ws.path) / "credentials.json").write_text(json.dumps({"lake": {"key": "the-secret-key"}}))
+    home = Path(os.path.expanduser("~"))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "notes.txt").write_text("in the home folder")
+    store_blob = next(p for p in (Path(ws.path) / "store" / "blobs").rglob("*") if p.is_file())
+    targets = {
+        "read": {
+            "credentials": str(Path(ws.path) / "credentials.json"),
+            "history": str(Path(ws.path) / "history.db"),
+            "other run's log": RunFolder.of(ws.path, other.id).driver_log,
+            "source": str(src / "source_secret.txt"),
+            "home": str(home / "notes.txt"),
+            "shadow": "/etc/shadow",
+            "host ssh keys": "/etc/ssh/ssh_host_rsa_key",
+        },
+        "write": {"store": str(store_blob), "history": str(Path(ws.path) / "history.db"),
+                  "workspace config": str(Path(ws.path) / "config.toml")},
+        "runs": str(Path(ws.path) / "runs"),
+        "port": listener,
+    }
+    write_script(src, "attack.py", ATTACKER)
+    before = {p: Path(p).read_bytes() for p in targets["write"].values()}  # type: ignore[union-attr]
+    secrets = {name: Path(p).read_bytes()[:64].decode("latin-1") for name, p in targets["read"].items()  # type: ignore[union-attr]
+               if os.path.exists(p)}
+    run = submit(ws, src, "attack.py", json.dumps(targets))
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"  # honestly: the script ran to its end
+    report = json.loads(driver_log(ws, run).strip().splitlines()[-1])
+    assert len(report) >= 14
+    assert [k for k, v in report.items() if v == "GOT IN" and not k.startswith("write")] == []
+    leaked = [name for name, content in secrets.items() if content and report[f"read {name}"] == f"read: {content}"]
+    assert leaked == []
+    for path in before:  # nothing outside was written (runyard itself writes the history meanwhile)
+        assert b"WRITTEN BY THE SANDBOX" not in Path(path).read_bytes(), path
+    assert Path(targets["write"]["store"]).read_bytes() == before[targets["write"]["store"]]  # type: ignore[index]
+    assert other.id not in report["runs seen"]
+    assert run.get_metrics("attempts") == {"attempts": len(report)}  # it could still report, through its channel
+    names = run.get_file_names()
+    assert "outputs/report.json" in names and not [n for n in names if "link-" in n]
+
+
+def test_the_network_is_there_only_when_asked_for(ws: Workspace, src: Path, listener: int) -> None:
+    write_script(src, "net.py", """
+        import socket, sys
+        try:
+            print("got", socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).recv(4))
+        except OSError as exc:
+            print("no network:", type(exc).__name__)
+    """)
+    closed = submit(ws, src, "net.py", str(listener))
+    closed.wait_for_completion()
+    assert "no network" in driver_log(ws, closed)
+    add_target(ws, "open", "sandbox", {"network": True})
+    opened = submit(ws, src, "net.py", str(listener), compute="open")
+    opened.wait_for_completion()
+    assert "got b'host'" in driver_log(ws, opened)
+
+
+def test_a_fork_bomb_stops_at_the_process_limit_and_the_run_ends(ws: Workspace, src: Path) -> None:
+    add_target(ws, "small", "sandbox", {"pids": 48})
+    write_script(src, "bomb.py", """
+        import os, time
+        made = 0
+        children = []
+        while True:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                print("stopped after", made, "forks:", type(exc).__name__, flush=True)
+                break
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+            made += 1
+            if made > 5000:
+                print("NO LIMIT", flush=True)
+                break
+    """)
+    run = submit(ws, src, "bomb.py", compute="small")
+    details = run.wait_for_completion()
+    log = driver_log(ws, run)
+    assert "stopped after" in log and "NO LIMIT" not in log
+    assert details["status"] == "Completed"
+
+
+def test_memory_and_time_limits(ws: Workspace, src: Path) -> None:
+    add_target(ws, "tight", "sandbox", {"memory": "256MiB", "time": 3})
+    write_script(src, "mem.py", """
+        try:
+            block = bytearray(1 << 30)
+            print("allocated 1 GiB")
+        except MemoryError:
+            print("MemoryError at 1 GiB")
+    """)
+    mem = submit(ws, src, "mem.py", compute="tight")
+    mem.wait_for_completion()
+    assert "MemoryError at 1 GiB" in driver_log(ws, mem)
+    write_script(src, "slow.py", "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
+    slow = submit(ws, src, "slow.py", compute="tight")
+    details = slow.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and "time limit" in details["error"]
+
+
+def test_what_the_sandbox_needs_is_said_before_anything_runs(ws: Workspace, src: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from runyard.agent import sandbox
+
+    monkeypatch.setattr(sandbox, "_checked", {})
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name))
+    with pytest.raises(ComputeError, match="apt-get install bubblewrap"):
+        add_target(ws, "nope", "sandbox", {})
+    write_script(src, "x.py", "print(1)\n")
+    with pytest.raises(ComputeError, match="bubblewrap is not installed"):
+        submit(ws, src, "x.py")  # the workspace's default target is a sandbox
+    assert ws.open_history().list_runs() == []
+
+
+def test_bad_options_are_refused_with_what_to_give(ws: Workspace) -> None:
+    for options, said in (({"memory": "lots"}, "--memory"), ({"cpus": 0}, "--cpus"), ({"time": "-1"}, "--time"),
+                          ({"user": "no-such-user-here"}, "no user"), ({"user": "root"}, "root"),
+                          ({"colour": "blue"}, "no option colour")):
+        with pytest.raises(ComputeError, match=said):
+            add_target(ws, "bad", "sandbox", options)
