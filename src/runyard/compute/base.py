@@ -102,9 +102,9 @@ def get_target(ws: Workspace, name: str | ComputeTarget | None = None) -> Comput
         name = default_target_name(ws)
     if name == LOCAL:
         return ComputeTarget(LOCAL, LOCAL, {})
-    from runyard.history.compute import ComputeCatalog
+    from runyard.history.lite import read_target
 
-    row = ComputeCatalog(ws.open_history()).get(name)
+    row = read_target(ws.history_location, name)
     if row is None:
         known = [LOCAL, *(t.name for t in list_targets(ws) if t.name != LOCAL)]
         raise ComputeError(f"There is no compute target '{name}' in this workspace. Targets: {', '.join(known)}. "

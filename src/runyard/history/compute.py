@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
@@ -17,22 +16,12 @@ from sqlalchemy import delete, select
 from runyard.errors import HistoryError
 from runyard.history import schema as t
 from runyard.history.db import upsert
+from runyard.history.lite import ComputeRow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row
 
     from runyard.history.store import RunHistory
-
-
-@dataclass(frozen=True)
-class ComputeRow:
-    """A registered compute target as the history keeps it."""
-
-    name: str
-    kind: str
-    options: dict[str, Any]
-    created: float
-    updated: float
 
 
 class ComputeCatalog:
