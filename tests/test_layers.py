@@ -22,7 +22,8 @@ import runyard
 SRC = Path(runyard.__file__).parent
 ORDER = ["facade", "runs", "compute", "agent", "data", "snapshot", "history", "store", "base"]
 LEAVES = {"runyard.runs.model", "runyard.runs.ending"}
-FACADE = {"runyard.cli", "runyard.cli_common", "runyard.cli_data", "runyard._main", "runyard.__main__",
+FACADE = {"runyard.cli", "runyard.cli_common", "runyard.cli_data", "runyard.cli_compute", "runyard._main",
+          "runyard.__main__",
           "runyard.run", "runyard.experiment", "runyard.cleanup", "runyard"}
 OUTSIDE = {"runyard", "runyard.workspace"}
 

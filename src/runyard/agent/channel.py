@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.errors import RunError
+from runyard.history.model import ChannelEntry as Entry
 
 if TYPE_CHECKING:
     from runyard.history.store import RunHistory
@@ -111,20 +112,6 @@ class ChannelWriter:
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-@dataclass
-class Entry:
-    """One line of the channel, parsed."""
-
-    kind: str
-    name: str = ""
-    value: Any = None
-    step: int | None = None
-    metric_kind: str | None = None
-    time: float = 0.0
-    pid: int | None = None
-    file: str = ""
 
 
 def read(folder: str, offset: int, limit: int = BATCH) -> tuple[list[Entry], int, list[str]]:

@@ -16,8 +16,8 @@ from runyard.history.model import check_key, encode_metric
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from runyard.agent.channel import Entry
     from runyard.history.model import Artifact
+    from runyard.history.model import ChannelEntry as Entry
     from runyard.history.store import RunHistory
 
 

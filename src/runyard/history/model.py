@@ -475,6 +475,20 @@ class Artifact:
         return self
 
 
+@dataclass
+class ChannelEntry:
+    """One line of a run's script channel, parsed (see :mod:`runyard.agent.channel`)."""
+
+    kind: str
+    name: str = ""
+    value: Any = None
+    step: int | None = None
+    metric_kind: str | None = None
+    time: float = 0.0
+    pid: int | None = None
+    file: str = ""
+
+
 __all__ = [
     "ACTIVE_STATUSES",
     "HISTORY_FILE",
@@ -482,6 +496,7 @@ __all__ = [
     "NAME_PATTERN",
     "TRANSITIONS",
     "Artifact",
+    "ChannelEntry",
     "Experiment",
     "MetricInput",
     "MetricKind",
