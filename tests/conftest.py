@@ -3,6 +3,7 @@ from the outside, and git configured to read no global or system files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -60,14 +61,26 @@ TARGETS = ("local", "sandbox")
 
 @pytest.fixture(params=TARGETS)
 def target_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
-    """A fresh workspace whose default compute target is of each kind in turn.
-
-    The sandbox's user (nobody) must reach the workspace, so its workspace is in
-    a folder every user can enter (pytest's own are closed to others).
-    """
+    """A fresh workspace whose default compute target is of each kind in turn."""
     if request.param == "local":
         yield Workspace.create(tmp_path / "wsroot")
         return
+    with sandboxed_workspace() as ws:
+        yield ws
+
+
+@pytest.fixture
+def sandbox_workspace() -> Iterator[Workspace]:
+    """A fresh workspace whose default compute target is a sandbox."""
+    with sandboxed_workspace() as ws:
+        yield ws
+
+
+@contextlib.contextmanager
+def sandboxed_workspace() -> Iterator[Workspace]:
+    """A workspace whose default target, ``box``, is a sandbox; skipped (failed under CI) where none
+    can be made. The sandbox's user (nobody) must reach the workspace, so it is in a folder every
+    user can enter (pytest's own are closed to others)."""
     from runyard.agent.sandbox import preflight, user_ids
 
     if os.geteuid() != 0 and not os.environ.get("CI"):
@@ -80,8 +93,8 @@ def target_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         pytest.skip(f"the sandbox cannot run here: {problem}")
     d = Path(tempfile.mkdtemp(prefix="runyard-sandbox-"))
     d.chmod(0o755)
+    ws = Workspace.create(d / "wsroot")
     try:
-        ws = Workspace.create(d / "wsroot")
         from runyard.compute.base import add_target
 
         add_target(ws, "box", "sandbox", {})

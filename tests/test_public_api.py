@@ -7,6 +7,7 @@ import runyard
 EXPORTED = {
     "ArtifactError",
     "ComputeError",
+    "ComputeTarget",
     "BlobNotFoundError",
     "ConfigError",
     "CorruptBlobError",

@@ -27,11 +27,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def ws(target_workspace: Workspace, request: pytest.FixtureRequest) -> Workspace:
-    """A workspace whose default target is a sandbox (the local variant of the fixture is skipped)."""
-    if request.node.callspec.params.get("target_workspace") != "sandbox":
-        pytest.skip("a test of the sandbox itself")
-    return target_workspace
+def ws(sandbox_workspace: Workspace) -> Workspace:
+    """A workspace whose default target is a sandbox."""
+    return sandbox_workspace
 
 
 @pytest.fixture
@@ -249,3 +247,75 @@ def test_bad_options_are_refused_with_what_to_give(ws: Workspace) -> None:
                           ({"colour": "blue"}, "no option colour")):
         with pytest.raises(ComputeError, match=said):
             add_target(ws, "bad", "sandbox", options)
+
+
+def test_inputs_are_read_only_and_outputs_reach_the_datastore(ws: Workspace, src: Path, tmp_path: Path) -> None:
+    from runyard import Dataset, Datastore, OutputFileDatasetConfig
+
+    up = tmp_path / "up" / "train"
+    up.mkdir(parents=True)
+    (up / "a.txt").write_text("alpha")
+    store = Datastore.register_local(ws, "store", str(tmp_path / "datastore"))
+    store.upload(str(tmp_path / "up"), "raw", show_progress=False)
+    train = Dataset.File.from_files([(store, "raw/train")]).register(ws, "train")
+    write_script(src, "io.py", """
+        import os, sys
+        from runyard import Run
+        run = Run.get_context()
+        src, out = run.input_datasets["train"], sys.argv[1]
+        text = open(os.path.join(src, "a.txt")).read()
+        try:
+            open(os.path.join(src, "a.txt"), "w").write("changed")
+            print("wrote the input")
+        except OSError as exc:
+            print("input is read-only:", exc.strerror)
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, "model.txt"), "w").write(text.upper())
+        run.log("chars", len(text))
+    """)
+    out = OutputFileDatasetConfig("model", destination=(store, "models/{run-id}")).register_on_complete("model")
+    cfg = runyard.ScriptRunConfig(source_directory=str(src), script="io.py", arguments=[out],
+                                  inputs=[train.as_named_input("train").as_download()])
+    run = runyard.Experiment(ws, "sb").submit(cfg)
+    details = run.wait_for_completion(raise_on_error=False)
+    log = driver_log(ws, run)
+    assert details["status"] == "Completed", log
+    assert "input is read-only: Read-only file system" in log
+    model = Dataset.get_by_name(ws, "model")
+    assert [f.rel for f in model.files] == ["model.txt"]
+    got = model.download(str(tmp_path / "got"), show_progress=False)
+    assert len(got) == 1 and (tmp_path / "got" / "model.txt").read_text() == "ALPHA"
+    assert run.get_metrics()["chars"] == 5
+    assert (tmp_path / "datastore" / "raw" / "train" / "a.txt").read_text() == "alpha"
+
+
+def test_mounted_inputs_and_outputs_work_inside(ws: Workspace, src: Path, tmp_path: Path) -> None:
+    from runyard import Dataset, Datastore, OutputFileDatasetConfig
+    from runyard.data.fuse import fuse_available
+
+    if fuse_available() is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"FUSE is needed in CI: {fuse_available()}")
+        pytest.skip(str(fuse_available()))
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "a.txt").write_text("alpha")
+    store = Datastore.register_local(ws, "store", str(tmp_path / "datastore"))
+    store.upload(str(tmp_path / "up"), "raw", show_progress=False)
+    train = Dataset.File.from_files([(store, "raw")]).register(ws, "train")
+    write_script(src, "x.py", """
+        import os, sys
+        from runyard import Run
+        text = open(os.path.join(Run.get_context().input_datasets["train"], "a.txt")).read()
+        os.makedirs(sys.argv[1], exist_ok=True)
+        open(os.path.join(sys.argv[1], "b.txt"), "w").write(text * 2)
+        print("read", text)
+    """)
+    out = OutputFileDatasetConfig("out", destination=(store, "written/{run-id}")).as_mount()
+    cfg = runyard.ScriptRunConfig(source_directory=str(src), script="x.py", arguments=[out],
+                                  inputs=[train.as_named_input("train").as_mount()])
+    run = runyard.Experiment(ws, "sb").submit(cfg)
+    details = run.wait_for_completion(raise_on_error=False)
+    log = driver_log(ws, run)
+    assert details["status"] == "Completed", log
+    assert "read alpha" in log and details["inputDatasets"][0]["mode"] == "mount"
+    assert (tmp_path / "datastore" / "written" / run.id / "b.txt").read_text() == "alphaalpha"

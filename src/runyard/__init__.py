@@ -10,6 +10,7 @@ The public SDK. Names follow Azure ML SDK v1 where a concept is the same.
 
 from __future__ import annotations
 
+from runyard.compute.base import ComputeTarget
 from runyard.config import Limits
 from runyard.data.dataset import Dataset, FileDataset
 from runyard.data.datastore import Datastore
@@ -49,6 +50,7 @@ __all__ = [
     "ArtifactError",
     "BlobNotFoundError",
     "ComputeError",
+    "ComputeTarget",
     "ConfigError",
     "CorruptBlobError",
     "DataChangedError",

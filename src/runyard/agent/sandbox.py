@@ -16,7 +16,7 @@ Inside, the script sees:
 - with ``gpus``: the NVIDIA and DRI device nodes, and ``/sys`` read-only.
 
 Nothing else: not the workspace (history, store, credentials, other runs), not
-the source directory, not the user's home. Limits: memory (``RLIMIT_AS``), the
+the source directory, not the user's home. Limits: memory (``RLIMIT_DATA``), the
 number of processes of the sandbox's user (``RLIMIT_NPROC``), CPUs (affinity),
 wall time (the supervisor stops the run); cgroups v2 are not used yet, and the
 driver log says which limits apply.
@@ -73,7 +73,7 @@ class Sandbox:
     def describe_limits(self) -> str:
         parts = [f"user {self.uid}", "network on" if self.network else "no network"]
         if self.memory:
-            parts.append(f"memory {self.memory} bytes (RLIMIT_AS)")
+            parts.append(f"memory {self.memory} bytes (RLIMIT_DATA)")
         if self.cpus:
             parts.append(f"{self.cpus} CPUs (affinity)")
         if self.pids:
@@ -198,7 +198,7 @@ def limits(box: Sandbox, then: Callable[[], None] | None = None) -> Callable[[],
         if then is not None:
             then()
         if box.memory:
-            resource.setrlimit(resource.RLIMIT_AS, (box.memory, box.memory))
+            resource.setrlimit(resource.RLIMIT_DATA, (box.memory, box.memory))
         if box.pids:
             resource.setrlimit(resource.RLIMIT_NPROC, (box.pids, box.pids))
         if box.cpus:
@@ -219,16 +219,59 @@ def hand_over(paths: Sequence[str], uid: int, gid: int) -> None:
                 os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
-def preflight(uid: int, gid: int) -> str | None:
+def preflight(uid: int, gid: int, cache_dir: str | None = None) -> str | None:
     """Why a sandbox cannot be made here for ``uid``, with what to do; None when it can.
 
-    Tries ``bwrap`` once per user and process (a few milliseconds).
+    Tries ``bwrap`` once per user and process (10-20 ms). With ``cache_dir``, a
+    success is remembered there until something it rests on changes (a reboot,
+    another ``bwrap``, the user-namespace settings), so a run pays for a read
+    of a few small files, not for a sandbox; a failure is tried again each time.
     """
     key = (uid, gid)
     if key in _checked:
         return _checked[key]
+    stamp = None if cache_dir is None else os.path.join(cache_dir, f"sandbox-ok-{uid}-{gid}")
+    state = _state()
+    if stamp is not None:
+        try:
+            with open(stamp, encoding="utf-8") as fh:
+                if fh.read() == state:
+                    _checked[key] = None
+                    return None
+        except OSError:
+            pass
     _checked[key] = reason = _try(uid, gid)
+    if reason is None and stamp is not None:
+        try:
+            os.makedirs(cache_dir or ".", exist_ok=True)
+            tmp = f"{stamp}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(state)
+            os.replace(tmp, stamp)
+        except OSError:
+            pass  # tried again next time
     return reason
+
+
+def _state() -> str:
+    """What a successful preflight rests on: this boot, the ``bwrap`` and ``setpriv`` programs, and the
+    kernel's user-namespace settings."""
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/sys/kernel/unprivileged_userns_clone",
+                 "/proc/sys/user/max_user_namespaces", "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+        try:
+            with open(path, encoding="ascii") as fh:
+                parts.append(fh.read().strip())
+        except OSError:
+            parts.append("-")
+    for program in ("bwrap", "setpriv"):
+        found = shutil.which(program)
+        try:
+            st = os.stat(found) if found else None
+        except OSError:
+            st = None
+        parts.append(f"{found}:{st.st_ino}:{st.st_mtime_ns}" if st else "-")
+    return "\n".join(parts) + "\n"
 
 
 def _try(uid: int, gid: int) -> str | None:

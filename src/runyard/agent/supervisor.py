@@ -32,35 +32,31 @@ from __future__ import annotations
 
 import ctypes
 import os
-import queue
 import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.agent.channel import ENV as CHANNEL_ENV
 from runyard.agent.folder import DRIVER_LOG_ARTIFACT, WORK, RunFolder, boot_id
-from runyard.agent.logstream import tail_lines
+from runyard.agent.keeping import HistoryLoader, LiveSync, Recorder, append_text, quietly, traceback_tail
+from runyard.agent.procs import end_leftovers, signal_group, signal_members
 from runyard.history import Artifact, RunStatus
 from runyard.workspace import Workspace
 
 if TYPE_CHECKING:
-    from runyard.agent.artifacts import ArtifactRecord, OutputsSync
     from runyard.history.store import RunHistory
-    from runyard.runs.model import RunRequest
     from runyard.store.base import ObjectStore
 
 LOWER_CACHE: Final = "lower"
 """Shared, per-snapshot overlay lower layers, in the workspace's cache folder."""
 WORK_DIR: Final = WORK
 HISTORY_AFTER: Final = 0.3
-"""Seconds into the script's run after which the run history is loaded (see _History)."""
+"""Seconds into the script's run after which the run history is loaded (see HistoryLoader)."""
 HEARTBEAT_EVERY: Final = 2.0
 LOGS_EVERY: Final = 0.1
 OUTPUTS_EVERY: Final = 1.0
@@ -101,215 +97,6 @@ class _Cancel:
         if not self.requested:
             self.requested = True
             self.reason = reason
-
-
-class _Recorder:
-    """History writes off the supervise loop, in order, on one thread: a busy
-    or locked database must not delay a cancel, the logs or the kill grace.
-
-    A kind of write already waiting is not queued again (a heartbeat, say).
-    Failures are left for the next write: the end is recorded by
-    ``record_end``, which also waits for this queue (``stop``).
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="runyard-recorder", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, write: Callable[[], Any]) -> None:
-        with self._lock:
-            if kind in self._pending:
-                return
-            self._pending.add(kind)
-        self._queue.put((kind, write))
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            kind, write = item
-            with self._lock:
-                self._pending.discard(kind)
-            _quietly(write)
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-
-class _History:
-    """The run history, opened (and the run recorded) in a background thread.
-
-    Loading it is the slowest import there is here (SQLAlchemy, ~0.2 s of
-    CPU). It starts once the script has run for ``HISTORY_AFTER`` seconds, or
-    at the end: a short script then never shares the interpreter with that
-    import, and its end is in the store and the end file before the history
-    is even loaded (readers wait for the record meanwhile).
-    """
-
-    def __init__(self, ws: Workspace, request: RunRequest, host: str) -> None:
-        self._ws, self._request, self._host = ws, request, host
-        self.history: RunHistory | None = None
-        self.error: BaseException | None = None
-        self.ended_before = False
-        """The run was ended (canceled) before its supervisor could record it."""
-        self._thread = threading.Thread(target=self._open, name="runyard-history", daemon=True)
-        self.started = False
-
-    def start(self) -> None:
-        if not self.started:
-            self.started = True
-            self._thread.start()
-
-    def _open(self) -> None:
-        from runyard.runs.ending import record
-
-        try:
-            history = self._ws.open_history()
-            if record(history, self._request).is_terminal:
-                self.ended_before = True
-            else:
-                history.set_status(self._request.run_id, RunStatus.PREPARING, supervisor_pid=os.getpid(),
-                                   host=self._host)
-            self.history = history
-        except BaseException as exc:  # reported by get()
-            self.error = exc
-
-    def get(self) -> RunHistory:
-        """The history, waiting for it; raises when it cannot be used."""
-        self.start()
-        self._thread.join()
-        if self.history is None:
-            raise RuntimeError(f"the run history cannot be used: {self.error}") from self.error
-        return self.history
-
-    def done(self) -> bool:
-        return self.started and not self._thread.is_alive()
-
-    def ready(self) -> RunHistory | None:
-        """The history if it is loaded by now (None while loading or not started); raises when it failed."""
-        if not self.done():
-            return None
-        return self.get()
-
-
-def _traceback_tail(log_path: str, n: int = 20) -> str | None:
-    marker = "Traceback (most recent call last):"
-    lines = tail_lines(log_path, 200)
-    for i in range(len(lines) - 1, -1, -1):
-        at = lines[i].find(marker)
-        if at >= 0:  # a traceback may follow output that did not end its line
-            return "\n".join([lines[i][at:], *lines[i + 1:]][-n:])
-    return None
-
-
-class _LiveSync:
-    """``./outputs`` and ``./logs`` stored as files settle; each file stored is
-    recorded at once in the run's journal and, off the supervise loop, in the
-    history (see :mod:`runyard.agent.journal`)."""
-
-    def __init__(self, store: ObjectStore, wd: str, folder: RunFolder, shipped: dict[str, str],
-                 upper: str | None = None) -> None:
-        from runyard.agent.artifacts import LogsMirror, OutputsSync
-        from runyard.agent.journal import ArtifactJournal
-
-        self.store = store
-        self.wd = wd
-        self.folder = folder
-        self.upper = upper
-        """The overlay's upper layer (what the run wrote), when the working directory is an overlay."""
-        self.outputs = OutputsSync(store, wd, prefix="outputs")
-        self.logs = OutputsSync(store, wd, prefix="logs")
-        self.mirror = LogsMirror(os.path.join(wd, "logs"), folder.logs_mirror)
-        for sync in (self.outputs, self.logs, self.mirror):
-            sync.pin()  # where the files are is fixed now, before the script runs: a link planted later is seen
-        self.journal = ArtifactJournal(folder.journal)
-        self._shipped = shipped
-        self._pending: list[Artifact] = []
-        self._lock = threading.Lock()
-        self.problems: list[str] = []
-
-    def own(self, records: Iterable[ArtifactRecord]) -> list[Artifact]:
-        """The records of files the run wrote (not those that came unchanged with the snapshot)."""
-        from runyard.agent.salvage import own_artifacts
-
-        return own_artifacts(list(records), self._shipped)
-
-    def note(self, artifacts: list[Artifact], sync: OutputsSync | None = None) -> None:
-        """Record stored files: in the journal now (with the stat key ``sync``
-        stored each under), in the history with the next flush."""
-        if not artifacts:
-            return
-        keys = {a.name: sync.key_of(a.name) for a in artifacts} if sync is not None else None
-        try:
-            self.journal.add(artifacts, keys)
-        except OSError as exc:  # the history still gets them; the reaper re-reads the working directory
-            self.problems.append(f"the artifact journal could not be written: {exc}")
-        with self._lock:
-            self._pending.extend(artifacts)
-
-    def settle(self) -> bool:
-        """Store what settled since the last call; whether anything new was stored."""
-        stored = False
-        for sync in (self.outputs, self.logs):
-            try:
-                own = self.own(sync.scan(final=False))
-            except Exception:  # a sync hiccup is retried on the next tick
-                continue
-            self.note(own, sync)
-            stored = stored or bool(own)
-        return stored
-
-    def flush(self, history: RunHistory, run_id: str) -> None:
-        """Write the records noted so far to the history (on the recorder's thread)."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            history.upsert_artifacts(run_id, batch)
-        except BaseException:
-            with self._lock:  # tried again with the next flush (and recorded with the end anyway)
-                self._pending[:0] = batch
-            raise
-
-    def final(self) -> tuple[list[Artifact], list[str]]:
-        """Everything, stable or not, once the script has ended; (all artifacts, problems)."""
-        artifacts: list[Artifact] = []
-        problems: list[str] = []
-        try:
-            self.note(self.own(self.outputs.scan(final=True)), self.outputs)
-        except Exception as exc:  # recorded on the run; the logs are still stored
-            problems.append(f"syncing outputs failed: {exc}")
-        artifacts.extend(self.own(self.outputs.records))
-        try:
-            logs = self.own(self.mirror.finalize(self.store))
-        except Exception as exc:
-            problems.append(f"syncing logs failed: {exc}")
-        else:
-            self.note(logs)
-            artifacts.extend(logs)
-        if (self.upper is not None and self.folder.owns(self.upper) and os.path.isdir(self.upper)
-                and not os.path.ismount(self.wd)):
-            # Unmounted under the run (by hand, say): what the run wrote is in the upper layer.
-            from runyard.agent.artifacts import OutputsSync
-
-            problems.append("the working directory was unmounted before the run ended; its outputs and logs "
-                            "were taken from the overlay's upper layer")
-            found = {a.name: a for a in artifacts}
-            for prefix in ("outputs", "logs"):
-                sync = OutputsSync(self.store, self.upper, prefix=prefix)
-                try:
-                    sync.scan(final=True)
-                except Exception as exc:
-                    problems.append(f"syncing {prefix} from the upper layer failed: {exc}")
-                    continue
-                own = self.own(sync.records)
-                self.note(own)
-                found.update((a.name, a) for a in own)
-            artifacts = [found[n] for n in sorted(found)]
-        return artifacts, problems
 
 
 def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
@@ -357,7 +144,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         from runyard.agent.sandbox import Sandbox
 
         box = Sandbox.from_isolation(request.isolation)
-    background = _History(ws, request, host)
+    background = HistoryLoader(ws, request, host)
     store = ws.open_store()
     capture = OutputCapture(folder.raw_output, folder.driver_log, run_id)
     capture.start()
@@ -365,7 +152,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
     def done(code: int) -> int:
         """The run is over and recorded (or its end is in end.json): let go of it."""
-        _quietly(lambda: os.unlink(folder.raw_output) if os.path.exists(folder.end) else None)
+        quietly(lambda: os.unlink(folder.raw_output) if os.path.exists(folder.end) else None)
         folder.release()
         os.close(lock_fd)
         return code
@@ -379,7 +166,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         try:
             record_end(background.get(), run_id, end)
         except Exception as inner:
-            _append(folder.supervisor_log, f"runyard: the failure could not be recorded: {inner}\n")
+            append_text(folder.supervisor_log, f"runyard: the failure could not be recorded: {inner}\n")
         return done(1)
 
     def canceled_early() -> int | None:
@@ -393,7 +180,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         try:
             record_end(background.get(), run_id, end)
         except Exception as exc:
-            _append(folder.supervisor_log, f"runyard: the cancel could not be recorded: {exc}\n")
+            append_text(folder.supervisor_log, f"runyard: the cancel could not be recorded: {exc}\n")
         return done(130)
 
     if (code := canceled_early()) is not None:
@@ -450,7 +237,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             workdir.cleanup()
             if data.stop():
                 if not os.path.exists(folder.cancel):  # canceled by a signal: say so where canceled_early looks
-                    _append(folder.cancel, "")
+                    append_text(folder.cancel, "")
                 if (code := canceled_early()) is not None:
                     return code
             detail = "; ".join([str(exc), *problems_early])
@@ -498,7 +285,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     else:
         preexec = _die_with_parent
     upper = os.path.join(folder.work, "layers", "upper") if workdir.method == "overlay" else None
-    live = _LiveSync(store, wd, folder, shipped_files(store, request.snapshot_id), upper)
+    live = LiveSync(store, wd, folder, shipped_files(store, request.snapshot_id), upper)
     if (code := canceled_early()) is not None:
         if data is not None:
             data.unmount_all()
@@ -528,7 +315,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     history: RunHistory | None = None
     unrecordable: Exception | None = None
 
-    recorder = _Recorder()
+    recorder = Recorder()
 
     def ready_history() -> RunHistory | None:
         """The history once loaded (the run marked Running then, off this loop); None before."""
@@ -579,14 +366,14 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             if killed_at is None:
                 killed_at = now
                 if box is not None:  # not bubblewrap itself: it would end the sandbox at once, no grace
-                    _signal_members(proc.pid, signal.SIGTERM, but=proc.pid)
+                    signal_members(proc.pid, signal.SIGTERM, but=proc.pid)
                 else:
-                    _signal_group(proc.pid, signal.SIGTERM)
+                    signal_group(proc.pid, signal.SIGTERM)
             elif now - killed_at >= grace:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
         if now - last_logs >= LOGS_EVERY:
             last_logs = now
-            _quietly(live.mirror.scan)
+            quietly(live.mirror.scan)
         if now - last_out >= OUTPUTS_EVERY:
             last_out = now
             live.settle()
@@ -602,7 +389,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     if exited is not None:
         os.close(exited)
     identity.update(script_exit=code, script_ended=time.time())
-    _quietly(lambda: folder.write_identity(identity))
+    quietly(lambda: folder.write_identity(identity))
 
     # The script has ended: its end is decided now (a cancel arriving while
     # its outputs are synced does not change it).
@@ -615,7 +402,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     recorder.stop()  # what is queued is written; record_end below waits for it
     # Whatever it left behind goes too: its process group, and any process it
     # started that escaped the group (reparented to us, the subreaper).
-    _end_leftovers(proc.pid, spare={capture.writer.pid} if capture.writer is not None else set())
+    end_leftovers(proc.pid, spare={capture.writer.pid} if capture.writer is not None else set())
     capture.close()
 
     # Everything the run produced goes into the store and the journal first
@@ -655,7 +442,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     elif timed_out:
         error = cancel.reason
     elif final is RunStatus.FAILED and not data_failed:
-        error = _traceback_tail(folder.driver_log) or (
+        error = traceback_tail(folder.driver_log) or (
             f"The script was killed by {signal.Signals(sig).name}" if sig
             else f"The script exited with code {exit_code}")
     elif final is RunStatus.CANCELED:
@@ -671,21 +458,21 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             from runyard.agent.workdir import unmount_overlays_below
 
             unmount_overlays_below(os.path.realpath(folder.path))
-            _append(folder.supervisor_log, f"runyard: {folder.work} was moved or replaced by a link during the "
+            append_text(folder.supervisor_log, f"runyard: {folder.work} was moved or replaced by a link during the "
                     "run; its overlay was unmounted where it was, and nothing was removed through the link\n")
     except Exception as exc:  # what is left is removed by the next reader or runyard gc
-        _append(folder.supervisor_log, f"runyard: removing the working directory failed: {exc}\n")
-    _quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
+        append_text(folder.supervisor_log, f"runyard: removing the working directory failed: {exc}\n")
+    quietly(lambda: prune_lower_cache(os.path.join(ws.cache_dir, LOWER_CACHE)))
     if data is not None and data.inputs:
         from runyard.data.materialize import prune_cache
 
-        _quietly(lambda: prune_cache(ws))
+        quietly(lambda: prune_cache(ws))
     try:
         h = background.get()
         _take_in(h, store, run_id, folder, True)  # what the script reported, all of it, before the end is seen
         record_end(h, run_id, end)
     except Exception:
-        _append(folder.supervisor_log, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
+        append_text(folder.supervisor_log, f"runyard: could not record the end of the run:\n{traceback.format_exc()}")
     return done(exit_code_for(final, exit_code, sig))
 
 
@@ -699,13 +486,10 @@ def _sandbox_paths(box: Any, wd: str, folder: RunFolder, data: Any) -> None:
     writable = [wd, folder.channel]
     if data is not None:
         for item in data.outputs:
-            if item["mode"] != "mount":
+            if item["mode"] != "mount":  # (a mount lets every user in: see runyard.data.fuse)
                 writable.append(item["local_path"])
-                box.binds_rw.append(item["local_path"])
+            box.binds_rw.append(item["local_path"])
         for item in data.inputs:
-            if item["mode"] == "mount":
-                raise RunError(f"input '{item['name']}' is mounted (FUSE), which the sandbox's user cannot read; "
-                               "give it as a download (@download, .as_download()) on a sandbox target")
             box.binds_ro.append(item["local_path"])
             readable.append(item["local_path"])
     hand_over(writable, box.uid, box.gid)
@@ -724,7 +508,7 @@ def _take_in(history: RunHistory, store: ObjectStore, run_id: str, folder: RunFo
 
     done = ingest(history, store, run_id, folder.channel, until_end=whole)
     for problem in done.problems[:20]:
-        _append(folder.supervisor_log, f"runyard: {problem}\n")
+        append_text(folder.supervisor_log, f"runyard: {problem}\n")
 
 
 def _beat(history: RunHistory, run_id: str, cancel: _Cancel) -> None:
@@ -738,113 +522,11 @@ def _store_file(store: ObjectStore, path: str, name: str) -> Artifact:
     return Artifact(name, size, digest, os.path.getmtime(path))
 
 
-def _end_leftovers(pgid: int, grace: float = 1.0, spare: set[int] | frozenset[int] = frozenset()) -> None:
-    """SIGTERM the script's process group and our other children (but ``spare``,
-    the output's writer), wait up to ``grace`` seconds, then SIGKILL whatever is
-    left; reap them all (the writer is waited for by its owner)."""
-
-    def children() -> list[int]:
-        me = str(os.getpid())
-        out: list[int] = []
-        try:
-            names = os.listdir("/proc")
-        except OSError:
-            return out
-        for name in names:
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[1].decode() == me and fields[0] not in (b"Z", b"X") and int(name) not in spare:
-                out.append(int(name))
-        return out
-
-    def signal_all(sig: int) -> bool:
-        alive = False
-        try:
-            os.killpg(pgid, sig)
-            alive = True
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid in children():
-            try:
-                os.kill(pid, sig)
-                alive = True
-            except ProcessLookupError:
-                pass
-        return alive
-
-    def reap() -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
-    if signal_all(signal.SIGTERM):
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            reap()
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                if not children():
-                    break
-            time.sleep(0.02)
-        signal_all(signal.SIGKILL)
-    reap()
-
-
-def _signal_members(pgid: int, sig: int, *, but: int) -> None:
-    """Signal every process of group ``pgid`` but ``but`` (in every PID namespace below ours)."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return
-    for name in names:
-        if not name.isdigit() or int(name) == but:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                os.kill(int(name), sig)
-        except (OSError, IndexError, ValueError):
-            continue
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _grace() -> float:
     try:
         return max(0.0, float(os.environ.get(ENV_GRACE, DEFAULT_GRACE)))
     except ValueError:
         return DEFAULT_GRACE
-
-
-def _quietly(step: Callable[[], Any]) -> None:
-    try:
-        step()
-    except Exception:  # a sync hiccup is retried on the next tick
-        pass
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ the workspace's ``compute.default``, else ``local``.
 
 Every kind implements :class:`Kind`: check its options, say whether it can work
 here (a preflight, fast, with what to do when it cannot), start a run's
-supervisor, and tell whether the supervisor still looks after the run. Kinds are
+supervisor, ask it to cancel, say where the run's files live, and tell whether
+the supervisor still looks after the run. Kinds are
 registered by name and imported on first use (no Ray for a local run).
 
 >>> kind("local").name
@@ -34,13 +35,34 @@ KINDS: Final = {"local": "runyard.compute.local:LocalKind", "sandbox": "runyard.
 """Kind name -> "module:class", imported when first used."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ComputeTarget:
-    """A registered target: its name, its kind and the kind's options."""
+    """A registered target: its name, its kind and the kind's options.
+
+    ``ComputeTarget(ws, "gpu")`` (or ``workspace=ws, name="gpu"``, as in Azure ML)
+    is the target registered as ``gpu`` in ``ws``; ``ComputeError`` when there is
+    none. Without a workspace it is a description: ``ComputeTarget(name=..., kind=...,
+    options=...)``.
+    """
 
     name: str
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, workspace: Workspace | None = None, name: str = LOCAL, *, kind: str | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        if workspace is not None:
+            if kind is not None or options is not None:
+                raise ComputeError("ComputeTarget(workspace, name) looks a target up; to register one, use "
+                                   "runyard compute add NAME --kind KIND (or runyard.compute.base.add_target).")
+            found = get_target(workspace, name)
+            kind, options = found.kind, found.options
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "kind", kind or (LOCAL if name == LOCAL else ""))
+        object.__setattr__(self, "options", dict(options or {}))
+        if not self.kind:
+            raise ComputeError(f"ComputeTarget '{name}': give its workspace to look it up (ComputeTarget(ws, "
+                               f"'{name}')), or its kind.")
 
     def describe(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()) if v not in (None, False))
@@ -56,8 +78,9 @@ class Kind(ABC):
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options, checked and made canonical; ``ComputeError`` naming the bad one and what to give."""
 
-    def preflight(self, target: ComputeTarget) -> str | None:
-        """Why runs cannot run on ``target`` here (and what to do), or None when they can."""
+    def preflight(self, target: ComputeTarget, ws: Workspace | None = None) -> str | None:
+        """Why runs cannot run on ``target`` here (and what to do), or None when they can (``ws``:
+        where a kind may remember a success)."""
         return None
 
     def isolation(self, target: ComputeTarget, overrides: dict[str, Any]) -> dict[str, Any] | None:
@@ -70,6 +93,19 @@ class Kind(ABC):
         """Start the run's supervisor (it takes the run over from ``claim``, which is closed then);
         returns its pid. ``prefork``: a supervisor this process forked ahead of time, to use if
         the kind starts supervisors on this machine (else it is abandoned)."""
+
+    @abstractmethod
+    def cancel(self, ws: Workspace, run_id: str, pid: int | None = None) -> bool:
+        """Ask the run's supervisor to stop the run, at once and without the history (it records
+        the cancel itself). ``pid``: the supervisor's, as the history has it. Returns whether a
+        live supervisor was told; False leaves the caller to record the cancel."""
+
+    def folder(self, ws: Workspace, run_id: str) -> str:
+        """Where the run's files live while it goes (its request, end, logs, channel: see
+        :class:`runyard.agent.folder.RunFolder`), as this machine reaches them."""
+        from runyard.agent.folder import RunFolder
+
+        return RunFolder.of(ws.path, run_id).path
 
     def attended(self, ws: Workspace, run_id: str) -> bool | None:
         """Whether the run's supervisor still looks after it (see :mod:`runyard.agent.folder`)."""
@@ -94,6 +130,21 @@ def default_target_name(ws: Workspace) -> str:
     return str(default) if default else LOCAL
 
 
+def kind_of_run(ws: Workspace, run_id: str) -> Kind:
+    """The kind of the target the run was started on (its request says), ``local`` when that
+    cannot be read (a run prepared by an older runyard, a target removed since)."""
+    import json
+
+    from runyard.agent.folder import RunFolder
+
+    try:
+        with open(RunFolder.of(ws.path, run_id).request, encoding="utf-8") as fh:
+            name = json.load(fh).get("compute_target") or LOCAL
+        return kind(get_target(ws, str(name)).kind)
+    except (OSError, ValueError, AttributeError, ComputeError):
+        return kind(LOCAL)
+
+
 def get_target(ws: Workspace, name: str | ComputeTarget | None = None) -> ComputeTarget:
     """The target ``name`` (or the object itself), else the workspace's default, else ``local``."""
     if isinstance(name, ComputeTarget):
@@ -101,7 +152,7 @@ def get_target(ws: Workspace, name: str | ComputeTarget | None = None) -> Comput
     if name is None:
         name = default_target_name(ws)
     if name == LOCAL:
-        return ComputeTarget(LOCAL, LOCAL, {})
+        return ComputeTarget(name=LOCAL, kind=LOCAL)
     from runyard.history.lite import read_target
 
     row = read_target(ws.history_location, name)
@@ -109,7 +160,7 @@ def get_target(ws: Workspace, name: str | ComputeTarget | None = None) -> Comput
         known = [LOCAL, *(t.name for t in list_targets(ws) if t.name != LOCAL)]
         raise ComputeError(f"There is no compute target '{name}' in this workspace. Targets: {', '.join(known)}. "
                            f"Add one with: runyard compute add {name} --kind sandbox")
-    return ComputeTarget(row.name, row.kind, row.options)
+    return ComputeTarget(name=row.name, kind=row.kind, options=row.options)
 
 
 def list_targets(ws: Workspace) -> list[ComputeTarget]:
@@ -117,7 +168,8 @@ def list_targets(ws: Workspace) -> list[ComputeTarget]:
     from runyard.history.compute import ComputeCatalog
 
     rows = ComputeCatalog(ws.open_history()).list()
-    return [ComputeTarget(LOCAL, LOCAL, {}), *(ComputeTarget(r.name, r.kind, r.options) for r in rows)]
+    return [ComputeTarget(name=LOCAL, kind=LOCAL),
+            *(ComputeTarget(name=r.name, kind=r.kind, options=r.options) for r in rows)]
 
 
 def add_target(ws: Workspace, name: str, kind_name: str, options: dict[str, Any], *,
@@ -133,8 +185,8 @@ def add_target(ws: Workspace, name: str, kind_name: str, options: dict[str, Any]
     except Exception as exc:
         raise ComputeError(f"'{name}' cannot name a compute target: {exc}") from None
     k = kind(kind_name)
-    target = ComputeTarget(name, kind_name, k.check_options(dict(options)))
-    problem = k.preflight(target)
+    target = ComputeTarget(name=name, kind=kind_name, options=k.check_options(dict(options)))
+    problem = k.preflight(target, ws)
     if problem is not None:
         raise ComputeError(f"Compute target '{name}' cannot run here: {problem}")
     ComputeCatalog(ws.open_history()).put(name, kind_name, target.options, replace=replace)
@@ -146,8 +198,12 @@ def remove_target(ws: Workspace, name: str) -> bool:
 
     if name == LOCAL:
         raise ComputeError("'local' is built in and cannot be removed.")
+    if default_target_name(ws) == name:
+        raise ComputeError(f"'{name}' is the workspace's default target (compute.default): runs without a target "
+                           f"would fail. Set another first (runyard config set {DEFAULT_SETTING} local), then "
+                           "remove it.")
     return ComputeCatalog(ws.open_history()).remove(name)
 
 
 __all__ = ["KINDS", "LOCAL", "ComputeTarget", "Kind", "add_target", "default_target_name", "get_target", "kind",
-           "list_targets", "remove_target"]
+           "kind_of_run", "list_targets", "remove_target"]

@@ -48,6 +48,25 @@ class LocalKind(Kind):
                     os.close(claim)  # the supervisor holds the run now (or it is lost, and the next read says so)
         return launch(ws, run_id, fork=fork, claim=claim)
 
+    def cancel(self, ws: Workspace, run_id: str, pid: int | None = None) -> bool:
+        """The ``cancel`` file in the run's folder (its supervisor polls it, from any machine that
+        shares the workspace) and SIGTERM to the supervisor when it is alive here."""
+        import time
+
+        folder = RunFolder.of(ws.path, run_id)
+        os.makedirs(folder.path, exist_ok=True)
+        with open(folder.cancel, "w", encoding="utf-8") as fh:
+            fh.write(f"{time.time()}\n")
+        found = folder.read_identity().get("pid")
+        pid = pid or (found if isinstance(found, int) else None)
+        if pid and folder.attended() and pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+                return True
+            except ProcessLookupError:
+                pass
+        return False
+
 
 def launch(ws: Workspace, run_id: str, *, fork: bool = False, claim: int | None = None) -> int:
     """Start the run's supervisor, detached from the caller's terminal; returns its pid.
@@ -167,7 +186,7 @@ def _supervisor_process(id_r: int, pid_w: int, ack_w: int) -> None:  # pragma: n
             os.dup2(null, fd)
         # Warm up while the caller starts and takes the snapshot. The run
         # history (SQLAlchemy) is loaded later, by the supervisor, once the
-        # script has run a moment or at its end (see agent.supervisor._History).
+        # script has run a moment or at its end (see agent.keeping.HistoryLoader).
         import runyard.agent.artifacts
         import runyard.agent.capture
         import runyard.agent.workdir  # noqa: F401

@@ -20,7 +20,7 @@ from runyard.compute.local import LocalKind
 from runyard.errors import ComputeError
 
 if TYPE_CHECKING:
-    pass
+    from runyard.workspace import Workspace
 
 _BOOLS = ("network", "gpus")
 _INTS = ("cpus", "pids")
@@ -82,11 +82,11 @@ class SandboxKind(LocalKind):
         except LookupError as exc:
             raise ComputeError(f"Compute target '{target.name}': {exc}.") from None
 
-    def preflight(self, target: ComputeTarget) -> str | None:
+    def preflight(self, target: ComputeTarget, ws: Workspace | None = None) -> str | None:
         from runyard.agent.sandbox import preflight
 
         uid, gid = self._ids(target)
-        return preflight(uid, gid)
+        return preflight(uid, gid, None if ws is None else ws.cache_dir)
 
     def isolation(self, target: ComputeTarget, overrides: dict[str, Any]) -> dict[str, Any] | None:
         uid, gid = self._ids(target)

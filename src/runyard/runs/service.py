@@ -16,14 +16,12 @@ by then. A run nobody looks after any more is reaped by the next reader
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from runyard.compute.local import pid_alive
 from runyard.errors import RunError
 from runyard.history import RunRecord, RunStatus
 from runyard.runs.ending import record
@@ -75,7 +73,7 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
 
     target = get_target(ws, spec.compute_target)
     target_kind = kind(target.kind)
-    problem = target_kind.preflight(target)  # before anything is stored: a target that cannot work here says so
+    problem = target_kind.preflight(target, ws)  # before anything is stored: a target that cannot work here says so
     if problem is not None:
         from runyard.errors import ComputeError
 
@@ -330,24 +328,11 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
 
 
 def request_cancel(ws: Workspace, run_id: str, pid: int | None = None) -> bool:
-    """Ask a local run's supervisor to cancel, at once and without the history:
-    the ``cancel`` file (which it polls), and SIGTERM to it when it is alive.
-    Returns whether a live supervisor was signalled."""
-    from runyard.agent.folder import RunFolder
+    """Ask the run's supervisor to cancel, at once and without the history, the way its compute
+    target does (:meth:`runyard.compute.base.Kind.cancel`). Returns whether a live supervisor was told."""
+    from runyard.compute.base import kind_of_run
 
-    folder = RunFolder.of(ws.path, run_id)
-    os.makedirs(folder.path, exist_ok=True)
-    with open(folder.cancel, "w", encoding="utf-8") as fh:
-        fh.write(f"{time.time()}\n")
-    found = folder.read_identity().get("pid")
-    pid = pid or (found if isinstance(found, int) else None)
-    if pid and folder.attended() and pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGTERM)
-            return True
-        except ProcessLookupError:
-            pass
-    return False
+    return kind_of_run(ws, run_id).cancel(ws, run_id, pid)
 
 
 def cancel(ws: Workspace, run_id: str) -> RunRecord | None:
