@@ -145,6 +145,23 @@ def main() -> int:
             into.append(time.perf_counter() - t)
     results["noop_local_s"] = statistics.median(local)
     results["noop_sandbox_s"] = statistics.median(boxed)
+    # Of that, what the interpreter the sandbox uses costs to start with runyard's packages on its
+    # PYTHONPATH, outside any sandbox (a .pth of the machine's may import from them, say).
+    from runyard.agent.sandbox import python_for_sandbox
+
+    boxed_python, _, pythonpath = python_for_sandbox()
+
+    def startup(extra: dict[str, str]) -> float:
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            subprocess.run([boxed_python, "-c", "pass"], check=True, env={**os.environ, **extra})
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    plain = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    results["startup_with_pythonpath_s"] = startup({"PYTHONPATH": pythonpath}) - startup(
+        {"PYTHONPATH": plain.get("PYTHONPATH", "")})
     cpu_local, cpu_box = [], []
     for i in range(5):
         pairs = ((("--compute", "local"), cpu_local), (("--compute", "box"), cpu_box))
@@ -169,6 +186,8 @@ def main() -> int:
           f"{results['log_all_in_history_after_s']:.2f} s |")
     print(f"| no-op run, local / sandbox | {results['noop_local_s']:.3f} s / {results['noop_sandbox_s']:.3f} s "
           f"(+{(float(results['noop_sandbox_s']) - float(results['noop_local_s'])) * 1000:.0f} ms) |")  # type: ignore[arg-type]
+    print(f"| of which: {boxed_python} starting with runyard's packages on PYTHONPATH, outside the sandbox | "
+          f"+{float(results['startup_with_pythonpath_s']) * 1000:.0f} ms |")  # type: ignore[arg-type]
     inside, outside = float(results["cpu_sandbox_s"]), float(results["cpu_local_s"])  # type: ignore[arg-type]
     print(f"| CPU-bound script, outside / inside the sandbox | {outside:.3f} s / {inside:.3f} s "
           f"({inside / outside:.3f}x) |")
