@@ -2,7 +2,8 @@
 
 The layers, top to bottom (docs/DESIGN's sketch): the CLI and the SDK facade;
 ``runs`` (orchestration, reaping); ``compute`` (where a supervisor starts);
-``agent`` (the supervisor); ``data``; ``snapshot``; ``history``; ``store``.
+``agent`` (the supervisor); ``environments`` (building what a script runs
+with); ``data``; ``snapshot``; ``history``; ``store``.
 A module may import its own layer and the layers below. The exceptions are
 named here: ``runs.model`` and ``runs.ending`` are leaves the supervisor
 shares with the orchestration (what a run is and how its end is recorded);
@@ -20,11 +21,11 @@ from pathlib import Path
 import runyard
 
 SRC = Path(runyard.__file__).parent
-ORDER = ["facade", "runs", "compute", "agent", "data", "snapshot", "history", "store", "base"]
+ORDER = ["facade", "runs", "compute", "agent", "environments", "data", "snapshot", "history", "store", "base"]
 LEAVES = {"runyard.runs.model", "runyard.runs.ending"}
-FACADE = {"runyard.cli", "runyard.cli_common", "runyard.cli_data", "runyard.cli_compute", "runyard._main",
-          "runyard.__main__",
-          "runyard.run", "runyard.experiment", "runyard.cleanup", "runyard"}
+FACADE = {"runyard.cli", "runyard.cli_common", "runyard.cli_data", "runyard.cli_compute", "runyard.cli_env",
+          "runyard._main", "runyard.__main__",
+          "runyard.run", "runyard.experiment", "runyard.environment", "runyard.cleanup", "runyard"}
 OUTSIDE = {"runyard", "runyard.workspace"}
 
 

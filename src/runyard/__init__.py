@@ -15,6 +15,7 @@ from runyard.config import Limits
 from runyard.data.dataset import Dataset, FileDataset
 from runyard.data.datastore import Datastore
 from runyard.data.inputs import DataPath, DatasetConsumptionConfig, OutputFileDatasetConfig
+from runyard.environment import CondaDependencies, Environment
 from runyard.errors import (
     ArtifactError,
     BlobNotFoundError,
@@ -26,6 +27,8 @@ from runyard.errors import (
     DatastoreAuthError,
     DatastoreError,
     DatastoreUnreachableError,
+    EnvironmentBuildError,
+    EnvironmentSpecError,
     HistoryError,
     MountError,
     NotFoundError,
@@ -51,6 +54,7 @@ __all__ = [
     "BlobNotFoundError",
     "ComputeError",
     "ComputeTarget",
+    "CondaDependencies",
     "ConfigError",
     "CorruptBlobError",
     "DataChangedError",
@@ -62,6 +66,9 @@ __all__ = [
     "DatastoreAuthError",
     "DatastoreError",
     "DatastoreUnreachableError",
+    "Environment",
+    "EnvironmentBuildError",
+    "EnvironmentSpecError",
     "Experiment",
     "FileDataset",
     "HistoryError",

@@ -426,6 +426,9 @@ def _start_and_follow(ws: Any, spec: Any, detach: bool) -> None:
               help="The compute target to run on (default: the workspace's compute.default, else local).")
 @click.option("--network/--no-network", default=None,
               help="Let the script reach the network, or not (a sandbox target has none by default).")
+@click.option("--env", "environment", metavar="NAME[:VERSION]|FILE",
+              help="The environment to run in: a registered one (runyard env ls), or a requirements file, a conda "
+                   "file (.yml) or a Python interpreter. Default: the Python that runs runyard.")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -433,7 +436,7 @@ def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, 
             max_files: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], registers: tuple[str, ...],
             overwrites: tuple[str, ...], script: str | None, args: tuple[str, ...], secrets: str | None = None,
             tags: tuple[str, ...] = (), shell_command: str | None = None, compute_target: str | None = None,
-            network: bool | None = None) -> None:
+            network: bool | None = None, environment: str | None = None) -> None:
     """Run SCRIPT from a snapshot of the source directory, in an isolated
     working directory; ARGS go to the script unchanged, except that
     ${{inputs.NAME}} and ${{outputs.NAME}} become the local paths of an
@@ -471,7 +474,8 @@ def run_cmd(ctx: click.Context, source_dir: str, experiment: str, detach: bool, 
         arguments, ins, outs = collect(arguments, ins, outs)
     spec = RunSpec(source_directory=source_dir, script=script or "", arguments=arguments, experiment=experiment,
                    max_bytes=max_bytes, max_files=max_files, inputs=ins, outputs=outs, secrets=secrets,
-                   tags=_tags_opt(tags), command=shell_command, compute_target=compute_target, network=network)
+                   tags=_tags_opt(tags), command=shell_command, compute_target=compute_target, network=network,
+                   environment=environment)
     with _limit_advice("run"):
         _start_and_follow(ws, spec, detach)
 
@@ -622,6 +626,8 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     for label, key in (("command", "commandLine"), ("python", "pythonVersion"), ("rerun of", "parentRunId")):
         if details.get(key):
             click.echo(f"{label}: {details[key]}")
+    if details.get("environment"):
+        click.echo(f"environment: {_environment_text(details['environment'])}")
     if details["tags"]:
         click.echo("tags: " + ", ".join(f"{k}={v}" if v else k for k, v in sorted(details["tags"].items())))
     git = details["git"]
@@ -648,6 +654,16 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         total = sum(a.size for a in artifacts)
         click.echo(f"artifacts: {plural(len(artifacts), 'file')}, {format_size(total)} "
                    f"(runyard artifacts ls {run.id})")
+
+
+def _environment_text(env: dict[str, Any]) -> str:
+    """A run's environment in ``runs show``: its name and version, its Python, its packages."""
+    packages = list(env.get("packages") or [])
+    name = f"{env['name']}:{env['version']}" if env.get("name") and env.get("version") else (
+        env.get("name") or "the Python that runs runyard")
+    shown = ", ".join(packages[:8]) + (f", ... ({len(packages)} in all: --json lists them)" if len(packages) > 8
+                                        else "")
+    return f"{name} (Python {env.get('python_version')}, {env.get('platform')}): {shown or 'no packages'}"
 
 
 def _metric_text(value: Any, steps: list[int | None] | None) -> str:
@@ -768,10 +784,12 @@ def gc_cmd(ctx: click.Context, dry_run: bool) -> None:
 def _add_data_commands() -> None:
     from runyard.cli_compute import compute_group
     from runyard.cli_data import dataset_group, datastore_group
+    from runyard.cli_env import env_group
 
     main.add_command(datastore_group)
     main.add_command(dataset_group)
     main.add_command(compute_group)
+    main.add_command(env_group)
 
 
 _add_data_commands()

@@ -42,6 +42,7 @@ KNOWN_KEYS: Final = {
     "store.url": "text",
     "history.url": "text",
     "data.cache_max_bytes": "size",
+    "env.cache_max_bytes": "size",
     "compute.default": "text",
 }
 

@@ -30,8 +30,10 @@ chained.
      |    +-- DatastoreUnreachableError  its service did not answer (after retries)
      |    +-- DatastoreAuthError    its service refused the credentials
      +-- DataError                  a run's input or output cannot be prepared or stored
-          +-- DataChangedError      the files under a dataset version changed since it was registered
-          +-- MountError            a FUSE mount cannot be made, served or removed
+     |    +-- DataChangedError      the files under a dataset version changed since it was registered
+     |    +-- MountError            a FUSE mount cannot be made, served or removed
+     +-- EnvironmentSpecError       an environment's definition cannot be read or built here
+          +-- EnvironmentBuildError an environment could not be built (the installer's error, what to do)
 
 A script that fails is a run *status* (Failed), not an exception. One warning
 goes with them: ``SecretsWarning`` (a ``UserWarning``), when a run's snapshot
@@ -175,3 +177,12 @@ class DataChangedError(DataError):
 
 class MountError(DataError):
     """A FUSE mount cannot be made, served or removed (also importable from ``runyard.data.fuse``)."""
+
+
+class EnvironmentSpecError(RunyardError):
+    """An environment's definition (requirements, conda file, interpreter, name) is wrong or
+    cannot be built here."""
+
+
+class EnvironmentBuildError(EnvironmentSpecError):
+    """An environment could not be built: the installer's own words and what to do."""

@@ -41,6 +41,10 @@ class ScriptRunConfig:
     """A whole command to run instead of ``script`` and ``arguments`` (as Azure ML's
     ``command=``): a list runs as it is, a string through ``/bin/sh -c``; it runs in
     the working directory with the run's Python first on ``PATH``."""
+    environment: Any = field(default=None, kw_only=True)
+    """What the script runs with: a ``runyard.Environment``, ``"NAME[:VERSION]"`` of a registered one,
+    or the path of a requirements file, a conda file or an interpreter. None: the Python that runs
+    runyard (as it is; the run records what it had)."""
     secrets: str | None = field(default=None, kw_only=True)
     """``warn`` or ``refuse``: likely secrets in the snapshot (.env, keys) are stored with a
     ``SecretsWarning``, or refused (``SnapshotSecretsError``, nothing stored). Default:
@@ -97,6 +101,7 @@ class Experiment:
             max_files=config.max_files,
             tags={**config.tags, **(tags or {})},
             secrets=config.secrets,
+            environment=config.environment,
         )
         try:
             record = submit(self.workspace, spec)

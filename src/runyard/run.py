@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 from runyard.errors import NotFoundError, RunError
 
 if TYPE_CHECKING:
+    from runyard.environment import Environment
     from runyard.history import MetricPoint, RunRecord
     from runyard.history.model import Artifact
     from runyard.history.store import RunHistory
@@ -141,7 +142,8 @@ class Run:
         ``inputDatasets``, ``outputDatasets``; and ``experiment``, ``script``,
         ``arguments``, ``commandLine``, ``pythonVersion``, ``parentRunId`` (the run
         a rerun came from), ``snapshotId``, ``exitCode``, ``signal``, ``error``,
-        ``tags``, ``git``, ``host``."""
+        ``tags``, ``git``, ``host``, ``environment`` (what it ran with: its definition and every package
+        pinned)."""
         r = self._record()
         return {
             **run_summary(r),
@@ -157,7 +159,33 @@ class Run:
             "host": r.host,
             "inputDatasets": self._lineage("input"),
             "outputDatasets": self._lineage("output"),
+            "environment": None if r.environment is None else dict(r.environment),
         }
+
+    def get_environment(self) -> Environment:
+        """The environment the run ran with, as it ran (``packages``: every package pinned,
+        ``python_version``, ``platform``); for a run without one, the Python that ran it, as a
+        user-managed environment. ``RunError`` before the run has started."""
+        from runyard.environment import Environment
+        from runyard.errors import RunError
+
+        record = self._record().environment
+        if not record:
+            raise RunError(f"Run {self.id} has not started yet (or ran before runyard recorded environments): "
+                           "no environment to show.")
+        if record.get("spec"):
+            from runyard.environments.spec import EnvSpec
+
+            env = Environment._of(EnvSpec.from_dict(record["spec"]))
+        else:
+            env = Environment("runyard-python")
+            env.python.user_managed_dependencies = True
+            env.python.interpreter_path = record.get("python")
+        env.version = record.get("version")
+        env.packages = list(record.get("packages") or [])
+        env.python_version = record.get("python_version")
+        env.platform = record.get("platform")
+        return env
 
     def _lineage(self, direction: str) -> list[dict[str, Any]]:
         from runyard.history.catalog import DataCatalog

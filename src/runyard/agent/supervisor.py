@@ -244,11 +244,55 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             return fail_early("preparing the run's data failed", RunyardError(detail))
         paths = data.paths()
         arguments = [PLACEHOLDER_RE.sub(lambda m: paths.get(m.group(0), m.group(0)), a) for a in arguments]
-    if box is not None:
+    env_record: dict[str, Any] | None = None
+    if request.environment:
+        from runyard.agent.runenv import build_for_run, client_path, sandbox_binds
+
+        preparing = [data is not None]  # (with data, Preparing is recorded already)
+
+        def building(line: str) -> None:
+            """A build's line for the driver log; the run shows Preparing while it builds (a cached
+            environment says nothing, and costs no history write)."""
+            if not preparing[0]:
+                preparing[0] = True
+                background.get().set_status(run_id, RunStatus.PREPARING)
+            say(line)
+
+        try:
+            built, _held, env_record = build_for_run(  # held in use until this process ends
+                ws, request.environment, box, building,
+                stop=lambda: cancel.requested or os.path.exists(folder.cancel))
+            client, package = client_path(ws)
+        except Exception as exc:
+            if data is not None:
+                data.unmount_all()
+            workdir.cleanup()
+            if cancel.requested or os.path.exists(folder.cancel):
+                if not os.path.exists(folder.cancel):
+                    append_text(folder.cancel, "")
+                if (code := canceled_early()) is not None:
+                    return code
+            return fail_early("the run's environment could not be made", exc)
+        python = built.python
+        env.update(env_record["spec"]["variables"])
+        env.update({"PYTHONPATH": client, "PATH": path_with(python, os.environ.get("PATH")),
+                    "VIRTUAL_ENV": built.path})
+        env.pop("PYTHONHOME", None)
+        if box is not None:
+            box.binds_ro = sandbox_binds(built, client, package)
+            env.update({"HOME": "/tmp", "TMPDIR": "/tmp"})
+    elif box is not None:
         from runyard.agent.sandbox import python_for_sandbox
 
         python, needed, pythonpath = python_for_sandbox()
         box.binds_ro = needed
+        if python != sys.executable:  # recorded as what it is: the system's Python, runyard's packages
+            from runyard.agent.runenv import sandbox_record
+
+            try:
+                env_record = sandbox_record(ws, python)
+            except Exception as exc:
+                say(f"what the sandbox's Python is could not be told: {exc}")
         env.update({"PYTHONPATH": pythonpath, "HOME": "/tmp", "TMPDIR": "/tmp",
                     "PATH": path_with(python, os.environ.get("PATH"))})
         # RUNYARD_WORKSPACE stays (for what the script prints): the workspace is not in the sandbox,
@@ -326,8 +370,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
                 if background.ended_before:
                     cancel.request("canceled before it started")
                 else:
-                    recorder.submit("running", partial(h.set_status, run_id, RunStatus.RUNNING, started=started,
-                                                       working_dir=wd, command_line=command_line_text))
+                    recorder.submit("running", partial(_record_running, ws, h, run_id, started, wd, command_line_text,
+                                                       env_record))
                 history = h
         return history
 
@@ -449,7 +493,8 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         error = cancel.reason or "canceled"
     if problems:
         error = "\n".join([*([error] if error else []), *problems])
-    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line_text, wd, artifacts, data_records)
+    end = RunEnd(final.value, exit_code, sig, error, started, ended, command_line_text, wd, artifacts, data_records,
+                 env_record or _own_record(ws))
     end.write(folder.path)
     try:
         if folder.owns(folder.work):
@@ -467,6 +512,10 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         from runyard.data.materialize import prune_cache
 
         quietly(lambda: prune_cache(ws))
+    if env_record is not None and not env_record.get("user_managed"):
+        from runyard.agent.runenv import prune_envs
+
+        quietly(lambda: prune_envs(ws))  # (this run's own is still held: never removed under it)
     try:
         h = background.get()
         _take_in(h, store, run_id, folder, True)  # what the script reported, all of it, before the end is seen
@@ -500,6 +549,27 @@ def _sandbox_paths(box: Any, wd: str, folder: RunFolder, data: Any) -> None:
                            "to other users. Open it (chmod o+x on that folder), move the workspace, or name "
                            "another user for the target (runyard compute add NAME --kind sandbox --user USER "
                            "--replace)")
+
+
+def _own_record(ws: Workspace) -> dict[str, Any] | None:
+    """What runyard's own Python has (None when that cannot be told: the run goes on)."""
+    from runyard.agent.runenv import own_record
+
+    try:
+        return own_record(ws)
+    except Exception:
+        return None
+
+
+def _record_running(ws: Workspace, history: RunHistory, run_id: str, started: float, wd: str, command_line: str,
+                    environment: dict[str, Any] | None) -> None:
+    """The run is Running, with what it runs with (its environment, or what runyard's Python has)."""
+    environment = environment or _own_record(ws)
+    if environment is None:
+        history.set_status(run_id, RunStatus.RUNNING, started=started, working_dir=wd, command_line=command_line)
+        return
+    history.set_status(run_id, RunStatus.RUNNING, started=started, working_dir=wd, command_line=command_line,
+                       environment=environment, python_version=environment.get("python_version"))
 
 
 def _take_in(history: RunHistory, store: ObjectStore, run_id: str, folder: RunFolder, whole: bool) -> None:

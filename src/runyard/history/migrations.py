@@ -205,10 +205,26 @@ def _v3(conn: Connection) -> None:
     ).create(conn, checkfirst=False)
 
 
+def _v4(conn: Connection) -> None:
+    """Version 4: registered environments; the environment each run ran with. Frozen."""
+    conn.execute(text("ALTER TABLE runs ADD COLUMN environment TEXT"))
+    md = MetaData(naming_convention=schema.NAMING_CONVENTION)
+    Table(
+        "environments", md,
+        Column("name", String(255), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("spec", Text, nullable=False),
+        Column("description", Text),
+        Column("created", Double, nullable=False),
+        PrimaryKeyConstraint("name", "version"),
+    ).create(conn, checkfirst=False)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "experiments, runs, metrics, tags, properties, artifacts", _v1),
     Step(2, "datastores, datasets, dataset versions, run inputs and outputs", _v2),
     Step(3, "compute targets, the script channel's offset", _v3),
+    Step(4, "environments, the environment of each run", _v4),
 )
 LATEST = STEPS[-1].version
 assert LATEST == schema.SCHEMA_VERSION, "schema.SCHEMA_VERSION must be the last migration step's version"

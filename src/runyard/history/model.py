@@ -276,6 +276,9 @@ class RunRecord:
     parent_run_id: str | None = None
     compute_target: str | None = None
     working_dir: str | None = None
+    environment: Mapping[str, Any] | None = None
+    """The environment the run ran with (:meth:`runyard.environments.build.BuiltEnv.record`, with its
+    name and registered version), or what the Python that ran it had."""
     tags: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
 
@@ -314,6 +317,7 @@ class RunFields(TypedDict, total=False):
     git_dirty: bool | None
     compute_target: str | None
     working_dir: str | None
+    environment: Mapping[str, Any] | None
 
 
 RUN_FIELDS: Final = frozenset(RunFields.__annotations__)
@@ -334,6 +338,11 @@ def check_run_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(args, str | bytes) or not all(isinstance(a, str) for a in args):
             raise TypeError("arguments is a sequence of strings, one per argument (not one string)")
         out["arguments"] = json.dumps(list(args))
+    env = out.get("environment")
+    if env is not None:
+        if not isinstance(env, Mapping):
+            raise TypeError("environment is a mapping (what the run ran with)")
+        out["environment"] = json.dumps(dict(env), sort_keys=True)
     return out
 
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this code reads and writes; the last migration step makes it."""
 
 NAMING_CONVENTION: Final = {
@@ -98,6 +98,7 @@ runs = Table(
     Column("compute_target", String(255)),
     Column("working_dir", Text),
     Column("channel_offset", BigInteger),  # bytes of the run's script channel taken in (version 3)
+    Column("environment", Text),  # JSON: the environment the run ran with, its exact packages (version 4)
     Index(None, "experiment", "created"),  # runs of an experiment, newest first
     Index(None, "created"),  # all runs, newest first
     Index(None, "status", "heartbeat"),  # active runs; lost runs (stale heartbeat)
@@ -217,6 +218,17 @@ compute_targets = Table(
     Column("updated", Double, nullable=False),
 )
 
+environments = Table(
+    "environments",
+    metadata,
+    Column("name", String(NAME_LEN), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec", Text, nullable=False),  # JSON: runyard.environments.spec.EnvSpec.to_dict()
+    Column("description", Text),
+    Column("created", Double, nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+)
+
 __all__ = [
     "SCHEMA_VERSION",
     "artifacts",
@@ -224,6 +236,7 @@ __all__ = [
     "dataset_versions",
     "datasets",
     "datastores",
+    "environments",
     "experiments",
     "metadata",
     "metrics",

@@ -50,7 +50,8 @@ _SHOWN: Final = 10
 _IN_CHUNK: Final = 500
 """Ids per ``IN (...)`` list: far under SQLite's and PostgreSQL's parameter limits."""
 _PLAIN_COLUMNS: Final = tuple(
-    c.name for c in t.runs.columns if c.name not in ("status", "arguments", "git_dirty", "channel_offset")
+    c.name for c in t.runs.columns
+    if c.name not in ("status", "arguments", "git_dirty", "channel_offset", "environment")
 )
 
 
@@ -604,6 +605,7 @@ def _to_record(row: Row[Any], tags: dict[str, str], props: dict[str, str]) -> Ru
         status=RunStatus(m["status"]),
         arguments=tuple(json.loads(m["arguments"])),
         git_dirty=None if dirty is None else bool(dirty),
+        environment=None if m["environment"] is None else json.loads(m["environment"]),
         tags=tags,
         properties=props,
     )

@@ -32,6 +32,10 @@ def record_end(history: RunHistory, run_id: str, end: RunEnd) -> RunRecord:
         run = history.get_run(run_id)
     if run.status is RunStatus.RUNNING:
         history.set_status(run_id, RunStatus.FINALIZING)
+    if end.environment is not None:
+        return history.set_status(run_id, final, exit_code=end.exit_code, signal=end.signal, error=end.error,
+                                  ended=end.ended, environment=end.environment,
+                                  python_version=end.environment.get("python_version"))
     return history.set_status(run_id, final, exit_code=end.exit_code, signal=end.signal, error=end.error,
                               ended=end.ended)
 

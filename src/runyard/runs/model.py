@@ -46,6 +46,9 @@ class RunSpec:
     """A whole command to run instead of ``script`` and ``arguments`` (Azure ML's ``command=``)."""
     secrets: str | None = None
     """``warn`` or ``refuse``: what to do with likely secrets in the snapshot (default: env, workspace, warn)."""
+    environment: Any = None
+    """What the script runs with: an ``Environment``, ``NAME[:VERSION]`` of a registered one, the path of a
+    requirements or conda file or of an interpreter; None: the Python that runs runyard."""
 
 
 @dataclass
@@ -77,6 +80,9 @@ class RunRequest:
     """Links in the snapshot that leave the source directory: path -> what the walk said."""
     snapshot_reused: bool = False
     """The snapshot was not taken for this run (a rerun's)."""
+    environment: dict[str, Any] | None = None
+    """``{"spec": EnvSpec.to_dict(), "version": registered version or None}``; None: the Python that runs
+    runyard."""
 
     def flag_properties(self) -> dict[str, str]:
         """What the run's record keeps of the flags (``runyard.secrets``, ``runyard.links_outside``)."""
@@ -145,6 +151,8 @@ class RunEnd:
     artifacts: list[Artifact] = field(default_factory=list)
     data: list[dict[str, Any]] = field(default_factory=list)
     """What the run read and wrote (inputs and declared outputs), for lineage and registration."""
+    environment: dict[str, Any] | None = None
+    """What the script ran with (see ``RunRecord.environment``)."""
 
     def write(self, folder: str) -> None:
         from dataclasses import asdict

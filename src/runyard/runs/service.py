@@ -79,6 +79,13 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
 
         raise ComputeError(f"Runs cannot run on compute target '{target.name}' here: {problem}")
     isolation = target_kind.isolation(target, {} if spec.network is None else {"network": spec.network})
+    environment = None
+    if spec.environment is not None:  # read and checked now: a bad one stores nothing
+        from runyard.environments.registry import resolve
+
+        resolved = resolve(ws, spec.environment)
+        if resolved is not None:
+            environment = {"spec": resolved[0].to_dict(), "version": resolved[1]}
     check_experiment_name(spec.experiment)
     source = os.path.abspath(spec.source_directory)
     script = spec.script
@@ -155,6 +162,7 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
         python_version=sys.version.split()[0],
         git=_git_info(source) if spec.snapshot_id is None else dict(spec.git or {}),
         secrets=secrets, links_outside=links, snapshot_reused=spec.snapshot_id is not None, command=command,
+        environment=environment,
     )
     from runyard.agent.folder import RunFolder
 
@@ -194,7 +202,14 @@ def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
     if old.snapshot_id is None or (old.script is None and command is None):
         raise RunError(f"Run {old.id} has no snapshot to run again (it failed before one was taken).")
     git = {"git_commit": old.git_commit, "git_branch": old.git_branch, "git_dirty": old.git_dirty}
-    return RunSpec(source_directory=old.source_dir or ".", script="" if command is not None else (old.script or ""),
+    environment = None
+    if old.environment and old.environment.get("spec"):  # what it ran with, every package pinned
+        from runyard.environments.build import rebuild_spec
+        from runyard.environments.spec import EnvSpec
+
+        environment = rebuild_spec(dict(old.environment), EnvSpec.from_dict(old.environment["spec"]))
+    return RunSpec(environment=environment,
+                   source_directory=old.source_dir or ".", script="" if command is not None else (old.script or ""),
                    arguments=[] if command is not None else list(old.arguments), command=command,
                    experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
                    git={k: v for k, v in git.items() if v is not None},
