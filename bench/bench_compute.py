@@ -166,8 +166,10 @@ def main() -> int:
     for i in range(5):
         pairs = ((("--compute", "local"), cpu_local), (("--compute", "box"), cpu_box))
         for target, into in pairs[:: 1 if i % 2 else -1]:
-            # The same interpreter on both sides (a sandbox may use the system's Python).
-            out = run(*target, "--command", f"/usr/bin/python3.{sys.version_info[1]} cpu.py").stdout
+            # The same interpreter, with the same PYTHONPATH, on both sides (a sandbox may use the
+            # system's Python, with runyard's packages on its PYTHONPATH: that alone moves a pure-Python
+            # loop by several percent here, through what the machine's .pth files import).
+            out = run(*target, "--command", f"env PYTHONPATH={pythonpath} {boxed_python} cpu.py").stdout
             into.append(float(next(ln.split()[1] for ln in out.splitlines() if ln.startswith("CPU"))))
     results["cpu_local_s"] = statistics.median(cpu_local)
     results["cpu_sandbox_s"] = statistics.median(cpu_box)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,197 @@ def test_the_env_commands(workspace: Workspace, proj: Path) -> None:
     assert "would remove" in cli("env", "prune", "--max-bytes", "0", "--dry-run").output
     assert "removed" in cli("env", "prune", "--max-bytes", "0").output
     assert "Nothing to remove" in cli("env", "prune", "--max-bytes", "0").output
+
+
+@pytest.fixture
+def stalling_index() -> Iterator[str]:
+    """A package index on 127.0.0.1 that never answers in time (a slow network)."""
+    import http.server
+    import threading
+
+    stop = threading.Event()
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stop.wait(60)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_run_canceled_while_its_environment_builds(workspace: Workspace, proj: Path, stalling_index: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UV_NO_INDEX")
+    monkeypatch.delenv("UV_FIND_LINKS")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", stalling_index)
+    monkeypatch.setenv("UV_HTTP_TIMEOUT", "120")
+    run = runyard.Experiment(workspace, "env").submit(runyard.ScriptRunConfig(
+        source_directory=str(proj), script="train.py", environment=str(proj / "requirements.txt")))
+    deadline = time.monotonic() + 60
+    while run.get_status() != "Preparing" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.get_status() == "Preparing"
+    began = time.monotonic()
+    run.cancel()
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Canceled", details
+    assert time.monotonic() - began < 10  # not the index's 60 s
+    envs = Path(workspace.cache_dir) / "envs"
+    assert [p for p in envs.iterdir() if p.is_dir()] == []
+    from runyard.agent.procs import processes_with
+
+    def uv_left() -> list[int]:
+        left = []
+        for pid in processes_with(f"UV_DEFAULT_INDEX={stalling_index}"):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"/uv"):
+                    left.append(pid)
+            except OSError:
+                pass
+        return left
+
+    assert uv_left() == []  # uv went with the build
+
+
+def test_a_workspace_from_before_environments_says_to_migrate_before_a_run(workspace: Workspace,
+                                                                             proj: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(workspace.history_location)
+    con.execute("DELETE FROM schema_version WHERE version = 4")
+    con.commit()
+    con.close()
+    with pytest.raises(runyard.SchemaVersionError, match="runyard init"):
+        runyard.Experiment(workspace, "env").submit(runyard.ScriptRunConfig(source_directory=str(proj),
+                                                                            script="train.py"))
+    assert not any(Path(workspace.runs_dir).iterdir()) if Path(workspace.runs_dir).exists() else True
+
+
+def test_a_relative_find_links_folder_is_read_where_its_file_is(tmp_path: Path, uv_offline: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip and uv read ``--find-links wheels`` relative to the requirements file; the build
+    installs from a copy of the lines in the cache, so the folder is anchored when read."""
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    shutil.copytree(uv_offline, proj / "wheels")
+    elsewhere.mkdir()
+    (proj / "requirements.txt").write_text("--find-links wheels\nrybeta\n")
+    (proj / "environment.yml").write_text("dependencies:\n  - pip:\n    - -f wheels\n    - rybeta\n")
+    monkeypatch.delenv("UV_FIND_LINKS")
+    monkeypatch.chdir(elsewhere)
+    spec = EnvSpec.from_pip_requirements("rel", str(proj / "requirements.txt"))
+    assert spec.lines() == [f"--find-links {proj / 'wheels'}", "rybeta"]
+    assert EnvSpec.from_conda_specification("rel", str(proj / "environment.yml")).lines() == [
+        f"-f {proj / 'wheels'}", "rybeta"]
+    built = ensure(str(tmp_path / "envs"), spec)
+    assert built.packages == ("ryalpha==2.0", "rybeta==0.5")
+
+
+def test_pips_find_links_with_several_folders_reaches_uv(tmp_path: Path, uv_offline: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine set up for pip (PIP_FIND_LINKS, whitespace between folders) works with uv
+    (UV_FIND_LINKS, commas between folders)."""
+    alphas, betas = tmp_path / "alphas", tmp_path / "betas"
+    alphas.mkdir()
+    betas.mkdir()
+    shutil.copy(uv_offline / "ryalpha-2.0-py3-none-any.whl", alphas)
+    shutil.copy(uv_offline / "rybeta-0.5-py3-none-any.whl", betas)
+    monkeypatch.delenv("UV_FIND_LINKS")
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{alphas}  {betas}")
+    built = ensure(str(tmp_path / "envs"), EnvSpec("two", requirements=("rybeta",)))
+    assert built.packages == ("ryalpha==2.0", "rybeta==0.5")
+
+
+def _blocked_on_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` waits for a flock (``/proc/locks`` marks waiters with ``->``)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        words = line.split()
+        if len(words) > 5 and words[1] == "->" and words[2] == "FLOCK" and words[5] == str(pid):
+            return True
+    return False
+
+
+def test_an_environment_asked_for_while_it_is_pruned_is_then_kept_in_use(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that asks for an environment while a prune removes it waits, builds it again and
+    holds it; the next prune must see that it is in use (pruning unlinks the lock files of what
+    it removes, and a lock held on an unlinked file would be seen by nobody)."""
+    cache = tmp_path / "envs"
+    old = ensure(str(cache), EnvSpec("a", requirements=("ryalpha==1.0",)))
+    removing = shutil.rmtree
+    holders: list[subprocess.Popen[str]] = []
+
+    def rmtree_while_a_run_asks(path: str, *args: object, **kwargs: object) -> None:
+        if not holders:  # the run asks while the prune holds the environment's locks
+            holders.append(subprocess.Popen([sys.executable, "-c", HOLDER, str(cache), "ryalpha==1.0"],
+                                            stdout=subprocess.PIPE, text=True))
+            deadline = time.monotonic() + 30
+            while not _blocked_on_a_lock(holders[0].pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _blocked_on_a_lock(holders[0].pid)
+        removing(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build.shutil, "rmtree", rmtree_while_a_run_asks)
+    try:
+        assert [r.key for r in prune(str(cache), keep_bytes=0)] == [old.key]
+        monkeypatch.setattr(build.shutil, "rmtree", removing)
+        (holder,) = holders
+        assert holder.stdout is not None and holder.stdout.readline().strip() == old.key  # built again, held
+        assert prune(str(cache), keep_bytes=0) == []
+        assert (Path(old.path) / "runyard-env.json").exists()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def _register(location: str, spec: dict[str, object], barrier: object, queue: object) -> None:
+    from runyard.history.environments import EnvironmentCatalog
+    from runyard.history.store import RunHistory
+
+    try:
+        with RunHistory.open(location) as history:
+            catalog = EnvironmentCatalog(history)
+            barrier.wait()  # type: ignore[attr-defined]
+            queue.put((spec, catalog.register("sk", spec).version))  # type: ignore[attr-defined]
+    except BaseException as exc:
+        queue.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_registering_one_name_at_once_gives_versions_in_turn(database: str, request: pytest.FixtureRequest,
+                                                             tmp_path: Path) -> None:
+    """Writers registering a new name at once (on PostgreSQL there is no row to lock yet):
+    each gets a version that holds its definition, and the versions count up without gaps."""
+    import multiprocessing
+
+    from runyard.history.environments import EnvironmentCatalog
+    from runyard.history.migrations import migrate
+    from runyard.history.store import RunHistory
+
+    location = (request.getfixturevalue("postgres").new_database() if database == "postgres"
+                else str(tmp_path / "history.db"))
+    migrate(location)
+    specs: list[dict[str, object]] = [{"name": "sk", "requirements": [f"ryalpha=={i}.0"]} for i in range(4)]
+    specs += [{"name": "sk", "requirements": ["rybeta"]}] * 4
+    ctx = multiprocessing.get_context("fork")
+    barrier, queue = ctx.Barrier(len(specs)), ctx.Queue()
+    procs = [ctx.Process(target=_register, args=(location, spec, barrier, queue)) for spec in specs]
+    for p in procs:
+        p.start()
+    got = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert all(isinstance(g, tuple) for g in got), got
+    with RunHistory.open(location) as history:
+        stored = {r.version: r.spec for r in EnvironmentCatalog(history).versions("sk")}
+    assert sorted(stored) == list(range(1, len(stored) + 1))
+    assert all(stored[version] == spec for spec, version in got)

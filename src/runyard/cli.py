@@ -335,8 +335,9 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
         run = get_run(ws, run_id)  # reaps it: the driver log is made again to its last byte
         stream_log(ws, run_id, sys.stdout, pos, ended=lambda: True)
         status, code, sig, exit_code = run.status.value, exit_code_of(run), run.signal, run.exit_code
+        error = run.error
     else:
-        status, sig, exit_code = end.status, end.signal, end.exit_code
+        status, sig, exit_code, error = end.status, end.signal, end.exit_code, end.error
         code = exit_code_for(RunStatus(status), exit_code, sig)
     detail = ""
     if status == "Failed":
@@ -347,6 +348,8 @@ def _follow_to_end(ws: Any, run_id: str, supervisor_pid: int, banner: str = "") 
         elif exit_code is not None:
             detail = f" (exit code {exit_code})"
     click.echo(f"runyard: run {run_id} {status}{detail}. See: runyard runs show {run_id}", err=True)
+    if status == "Failed" and error and not error.startswith("Traceback"):  # runyard's reason, not the script's
+        click.echo(f"runyard: {error.strip().splitlines()[0]}", err=True)
     return code
 
 

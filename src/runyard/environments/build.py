@@ -46,9 +46,11 @@ ENV_FILE: Final = "runyard-env.json"
 REQUIREMENTS_FILE: Final = "requirements.txt"
 PYTHONS_FILE: Final = "pythons.json"
 USED_FILE: Final = "last-used"
-_PIP_TO_UV: Final = (("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"),
-                     ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_INDEX"),
-                     ("PIP_FIND_LINKS", "UV_FIND_LINKS", "UV_FIND_LINKS"))
+# (pip's variable, uv's equivalent, uv's newer name for it, how uv separates a list). pip
+# separates the locations of a list with whitespace; UV_FIND_LINKS wants commas.
+_PIP_TO_UV: Final = (("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX", " "),
+                     ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_INDEX", " "),
+                     ("PIP_FIND_LINKS", "UV_FIND_LINKS", "UV_FIND_LINKS", ","))
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,9 @@ def uv_bin() -> str:
 def uv_environ() -> dict[str, str]:
     """The environment uv runs in: the caller's, pip's index settings passed on, no Python downloads."""
     env = dict(os.environ)
-    for pip_name, uv_name, newer in _PIP_TO_UV:
+    for pip_name, uv_name, newer, sep in _PIP_TO_UV:
         if env.get(pip_name) and not env.get(uv_name) and not env.get(newer):
-            env[uv_name] = env[pip_name]
+            env[uv_name] = sep.join(env[pip_name].split())
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env.setdefault("UV_NO_PROGRESS", "1")
     return env
@@ -194,11 +196,38 @@ def _discover(request: str, usable: Callable[[str], bool] | None) -> tuple[str, 
 # Locks, building
 
 
+def _lock_file(path: str, how: int) -> int | None:
+    """A descriptor of the file at ``path``, locked with ``how`` (made if missing).
+
+    Pruning unlinks an environment's lock files once it has removed it, and a lock
+    taken on an unlinked file guards nothing: whoever opened the file before it went
+    and locks it afterwards holds a lock nobody else can see (a run would hold its
+    environment "in use" while the next prune removes it). So the lock must be on the
+    file that is at ``path`` once it is held; if not, it is taken again. None when
+    ``how`` has ``LOCK_NB`` and another holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, how)
+            held, there = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+                return fd
+        except (BlockingIOError, FileNotFoundError) as exc:
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                return None
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _flock(path: str, how: int) -> Iterator[int]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _lock_file(path, how)
+    assert fd is not None  # blocking
     try:
-        fcntl.flock(fd, how)
         yield fd
     finally:
         os.close(fd)
@@ -213,14 +242,15 @@ def acquire(cache_dir: str, spec: EnvSpec, *, usable: Callable[[str], bool] | No
     ``stop``: polled while building, True kills the build (nothing half-made is kept)."""
     if spec.user_managed:
         return describe_interpreter(spec), None
+    cache_dir = os.path.abspath(cache_dir)  # (uv runs from "/")
     os.makedirs(cache_dir, exist_ok=True)
     request = python_request(spec)
     base, version = find_python(cache_dir, request, usable)
     key = spec.content_key(platform_tag(), version)
     folder = os.path.join(cache_dir, key)
-    held = os.open(folder + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    held = _lock_file(folder + ".lock", fcntl.LOCK_SH)  # in use from now: pruning passes it by
+    assert held is not None  # blocking
     try:
-        fcntl.flock(held, fcntl.LOCK_SH)  # in use from now: pruning passes it by
         built = _complete(folder)
         if built is None:
             with _flock(folder + ".build", fcntl.LOCK_EX):  # one build; the others wait here, then find it
@@ -298,8 +328,11 @@ def _uv(args: list[str], say: Callable[[str], None], stop: Callable[[], bool] | 
     import select
 
     argv = [uv_bin(), *args]
+    # From "/": uv reads a project's uv.toml or pyproject.toml from the folder it runs in and
+    # those above, and what is built must not depend on where a run was started from (the
+    # user's own uv configuration, ~/.config/uv/uv.toml, still applies).
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=uv_environ(), preexec_fn=_die_with_builder)
+                            env=uv_environ(), preexec_fn=_die_with_builder, cwd="/")
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     tail: list[str] = []
@@ -438,12 +471,12 @@ def _remove_if_free(folder: str, dry_run: bool) -> bool:
     fds = []
     try:
         for suffix in (".lock", ".build"):
-            fd = os.open(folder + suffix, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fds.append(fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            fd = _lock_file(folder + suffix, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fd is None:
                 return False  # in use, or being built
+            fds.append(fd)
+        if not os.path.isdir(folder):
+            return False  # another prune removed it since it was listed
         if not dry_run:
             # Renamed first: a half-removed folder is never taken for an environment.
             doomed = f"{folder}.removing.{os.getpid()}"
@@ -497,6 +530,12 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # the rename itself survives a crash too
+        dirfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
 
 
 def _touch(path: str) -> None:

@@ -26,6 +26,7 @@ NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 _OPTION_LINES: Final = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--no-index", "--pre",
                         "--only-binary", "--no-binary", "--prefer-binary", "--trusted-host")
 _LOCAL: Final = re.compile(r"^(-e\b|--editable\b|\.{0,2}/|file:|~)")
+_FIND_LINKS: Final = re.compile(r"^(\s*(?:--find-links|-f)(?:=|\s+))(\S+)(.*)$")
 _CONDA_ALLOWED: Final = ("python", "pip")
 
 
@@ -143,7 +144,7 @@ class EnvSpec:
             if parts and parts[0] in ("-r", "--requirement") and len(parts) == 2:
                 lines.extend(_read_requirements(os.path.join(base, parts[1]), []))
             else:
-                lines.append(item)
+                lines.append(anchor_find_links(item, base))
         return cls(name, python=python, requirements=tuple(lines), variables=variables)
 
     @classmethod
@@ -176,8 +177,30 @@ def _read_requirements(path: str, seen: list[str]) -> list[str]:
             out.extend(_read_requirements(os.path.join(os.path.dirname(path), words[0].split("=", 1)[1]),
                                           [*seen, real]))
         else:
-            out.append(line.rstrip())
+            out.append(anchor_find_links(line.rstrip(), os.path.dirname(os.path.abspath(path))))
     return out
+
+
+def anchor_find_links(line: str, folder: str) -> str:
+    """``line`` with a relative ``--find-links`` folder made absolute.
+
+    pip and uv read such a folder relative to the requirements file that names it
+    (pip: else the current directory). The lines are installed from a copy of the file
+    in the cache, and the path enters the environment's key, so it is anchored where
+    it was written: ``--find-links wheels`` in ``/proj/requirements.txt`` becomes
+    ``--find-links /proj/wheels``. A folder that is in neither place is left as it is
+    (uv then says it is missing); URLs are left as they are.
+
+    >>> anchor_find_links("--find-links https://example.org/wheels/", "/proj")
+    '--find-links https://example.org/wheels/'
+    """
+    m = _FIND_LINKS.match(line)
+    if m is None or "://" in m.group(2) or os.path.isabs(os.path.expanduser(m.group(2))):
+        return line
+    for where in (os.path.join(folder, m.group(2)), m.group(2)):
+        if os.path.exists(where):
+            return f"{m.group(1)}{os.path.abspath(where)}{m.group(3)}"
+    return line
 
 
 def _conda_name(package: str) -> str:
@@ -290,4 +313,4 @@ def requirement_lines(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(str(i).strip() for i in items if str(i).strip())
 
 
-__all__ = ["EnvSpec", "check_env_name", "conda_env_python", "parse_conda", "requirement_lines"]
+__all__ = ["EnvSpec", "anchor_find_links", "check_env_name", "conda_env_python", "parse_conda", "requirement_lines"]

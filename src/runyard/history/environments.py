@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from runyard.errors import NotFoundError
 from runyard.history import schema as t
+from runyard.history.db import insert_ignore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -40,20 +41,28 @@ class EnvironmentCatalog:
         self.history = history
 
     def register(self, name: str, spec: dict[str, Any], description: str | None = None) -> EnvironmentRow:
-        """The version of ``name`` whose definition is ``spec``: the latest if it is the same, else a new one."""
+        """The version of ``name`` whose definition is ``spec``: the latest if it is the same, else a new one.
+
+        Writers registering one name at once take versions in turn. SQLite's ``BEGIN
+        IMMEDIATE`` serializes them already; on PostgreSQL there may be no row to lock
+        yet (a new name), so the next version is claimed with ``ON CONFLICT DO
+        NOTHING`` (which waits for a writer claiming the same one) and read back: when
+        another writer took it, the latest is read again."""
         text = json.dumps(spec, sort_keys=True)
         c = t.environments.c
 
         def work(conn: Connection) -> EnvironmentRow:
-            latest = conn.execute(select(t.environments).where(c.name == name).order_by(c.version.desc())
-                                  .limit(1).with_for_update()).first()
-            if latest is not None and latest.spec == text:
-                return _row(latest)
-            version = (latest.version if latest is not None else 0) + 1
-            now = time.time()
-            conn.execute(insert(t.environments).values(name=name, version=version, spec=text,
-                                                       description=description, created=now))
-            return EnvironmentRow(name, version, spec, description, now)
+            while True:
+                latest = conn.execute(select(t.environments).where(c.name == name).order_by(c.version.desc())
+                                      .limit(1)).first()
+                if latest is not None and latest.spec == text:
+                    return _row(latest)
+                version = (latest.version if latest is not None else 0) + 1
+                insert_ignore(conn, t.environments, [{"name": name, "version": version, "spec": text,
+                                                      "description": description, "created": time.time()}])
+                claimed = conn.execute(select(t.environments).where(c.name == name, c.version == version)).one()
+                if claimed.spec == text:  # ours, or the same definition registered by another at once
+                    return _row(claimed)
 
         return self.history._write(work)
 

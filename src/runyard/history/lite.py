@@ -10,7 +10,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from runyard.errors import HistoryError
+from runyard.errors import HistoryError, SchemaVersionError
+
+SCHEMA_VERSION = 4
+"""The schema version this code reads and writes (:mod:`runyard.history.schema` takes it from here)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,27 @@ def read_target(location: str, name: str) -> ComputeRow | None:
         con.close()
     return None if row is None else ComputeRow(row[0], row[1], json.loads(row[2]), row[3], row[4])
 
+def check_schema(location: str) -> None:
+    """For a SQLite history: ``SchemaVersionError`` unless it is on this code's schema, said
+    before a run starts (the supervisor could not record it). Other histories are checked when
+    opened."""
+    if "://" in location or not os.path.isfile(location):
+        return
+    try:
+        con = sqlite3.connect(f"file:{location}?mode=ro", uri=True, timeout=30)
+        try:
+            (version,) = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return  # no table, locked, damaged: opening it says what is wrong
+    if version < SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"The run history '{location}' has schema version {version}; this runyard needs {SCHEMA_VERSION}. "
+            "Migrate it with: runyard init (safe to run on an existing workspace; it only adds what is missing).")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"The run history '{location}' has schema version {version}, made by a newer "
+                                 "runyard. Upgrade runyard: pip install -U runyard")
 
 
-__all__ = ["ComputeRow", "read_target"]
+__all__ = ["SCHEMA_VERSION", "ComputeRow", "check_schema", "read_target"]

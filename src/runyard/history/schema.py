@@ -33,8 +33,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 4
-"""The schema version this code reads and writes; the last migration step makes it."""
+from runyard.history.lite import SCHEMA_VERSION  # kept there, without SQLAlchemy: the CLI checks it before a run
 
 NAMING_CONVENTION: Final = {
     # Named constraints make later ALTERs (and SQLite table rebuilds) possible.

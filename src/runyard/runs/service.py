@@ -70,7 +70,9 @@ def prepare(ws: Workspace, spec: RunSpec) -> RunRequest:
     """
     from runyard.compute.base import get_target, kind
     from runyard.history import check_experiment_name, new_run_id
+    from runyard.history.lite import check_schema
 
+    check_schema(ws.history_location)  # a history the supervisor could not record the run in: said now
     target = get_target(ws, spec.compute_target)
     target_kind = kind(target.kind)
     problem = target_kind.preflight(target, ws)  # before anything is stored: a target that cannot work here says so
