@@ -302,13 +302,13 @@ def test_an_outputs_symlink_to_a_secret_uploads_nothing(workspace: Workspace, sr
 def test_cli_run_exit_code_detach_and_the_history_commands(workspace: Workspace, src: Path,
                                                            tmp_path: Path) -> None:
     write(src, "job.py", """
-        import os, sys
+        import os, platform, sys
         import runyard
         runyard.Run.get_context().log("score", 7)
         os.makedirs("outputs", exist_ok=True)
         open("outputs/result.txt", "w").write("42")
         print("progress 10%\\rprogress 50%\\rprogress 100%")
-        print("job args", sys.argv[1:])
+        print("job args", sys.argv[1:], "python", platform.python_version())
         sys.exit(int(sys.argv[1]))
     """)
     done = cli(workspace, "run", "--source-dir", str(src), "-e", "cli", "job.py", "0", "--flag")
@@ -328,7 +328,9 @@ def test_cli_run_exit_code_detach_and_the_history_commands(workspace: Workspace,
     assert cli(workspace, "runs", "ls", "--status", "Failed").stdout.count("cli_") == 1
     shown = cli(workspace, "runs", "show", run_id)
     assert "Completed" in shown.stdout and "score: 7\n" in shown.stdout  # an int stays an int
-    assert "tags: baseline, lr=0.1\n" in shown.stdout and f"python: {sys.version.split()[0]}\n" in shown.stdout
+    ran_with = done.stdout.split("python ")[1].split()[0]  # the Python the script ran with is the one recorded
+    assert "tags: baseline, lr=0.1\n" in shown.stdout and f"python: {ran_with}\n" in shown.stdout
+    assert f"(Python {ran_with}, " in shown.stdout  # and its environment
     assert "command: " in shown.stdout
     assert cli(workspace, "runs", "ls", "--tag", "lr=0.1", "--json").stdout.count(run_id) == 1
     logs = cli(workspace, "logs", run_id)

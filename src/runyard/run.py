@@ -505,6 +505,16 @@ class OfflineRun(Run):
             "inputDatasets": [], "outputDatasets": [],
         }
 
+    def get_environment(self) -> Environment:
+        """The Python this script runs with (an offline run has no recorded environment)."""
+        from runyard.environment import Environment
+
+        env = Environment("offline-python")
+        env.python.user_managed_dependencies = True
+        env.python.interpreter_path = sys.executable
+        env.python_version = sys.version.split()[0]
+        return env
+
     def get_tags(self) -> dict[str, str]:
         return dict(self._tags)
 

@@ -101,12 +101,16 @@ def user_ids(user: str | int | None) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def python_for_sandbox() -> tuple[str, list[str], str]:
+def python_for_sandbox(cache_dir: str | None = None) -> tuple[str, list[str], str]:
     """The interpreter the sandboxed script runs with, the folders it needs (read-only), and the
-    ``PYTHONPATH`` that finds runyard and its packages.
+    ``PYTHONPATH`` it needs ("" when none).
 
-    runyard's own interpreter if any user can reach it; else a system Python of the same
-    version (a pyenv under ``/root``, say, is out of an unprivileged user's reach).
+    runyard's own interpreter if any user can reach it. Else (a pyenv under ``/root``, say)
+    the system's Python of the same version, started through a small virtual environment in
+    ``cache_dir`` whose site folder adds runyard's own (``site.addsitedir``, so their ``.pth``
+    files work): the script sees the packages a local run sees and not the system's
+    ``dist-packages``, as in runyard's own environment. Without ``cache_dir``, that Python
+    with runyard's folders on ``PYTHONPATH``.
     """
     import runyard
 
@@ -115,14 +119,54 @@ def python_for_sandbox() -> tuple[str, list[str], str]:
     python = sys.executable
     needed = [code, *site, sys.prefix]
     real = os.path.realpath(python)
+    pythonpath = os.pathsep.join([code, *site])
     if reachable(real) and reachable(sys.base_prefix):
         needed.append(sys.base_prefix)
     else:
         system = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
         if os.path.exists(system):
             python = system
+            if cache_dir is not None:
+                python, mirror = _mirror_venv(cache_dir, system, [*site, code])
+                needed.append(mirror)
+                pythonpath = ""
     needed = [p for p in sorted(set(needed)) if not p.startswith("/usr/")]
-    return python, needed, os.pathsep.join([code, *site])
+    return python, needed, pythonpath
+
+
+def _mirror_venv(cache_dir: str, system: str, sites: list[str]) -> tuple[str, str]:
+    """(its python, its folder): a virtual environment of ``system`` whose site folder adds ``sites``."""
+    import hashlib
+
+    tag = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    key = hashlib.sha256("\0".join([system, *sites]).encode()).hexdigest()[:16]
+    folder = os.path.join(cache_dir, "client", f"sandbox-{key}")
+    python = os.path.join(folder, "bin", "python3")
+    if os.path.exists(os.path.join(folder, "pyvenv.cfg")):
+        return python, folder
+    tmp = f"{folder}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "bin"))
+    own = os.path.join(tmp, "lib", tag, "site-packages")
+    os.makedirs(own)
+    os.symlink(system, os.path.join(tmp, "bin", "python3"))
+    os.symlink("python3", os.path.join(tmp, "bin", "python"))
+    with open(os.path.join(own, "_runyard_sites.pth"), "w", encoding="utf-8") as fh:
+        fh.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in sites) + "\n")
+    with open(os.path.join(tmp, "pyvenv.cfg"), "w", encoding="utf-8") as fh:  # last: the folder is complete
+        fh.write(f"home = {os.path.dirname(system)}\ninclude-system-site-packages = false\n"
+                 f"version = {sys.version_info[0]}.{sys.version_info[1]}\n")
+    for dirpath, dirnames, filenames in os.walk(tmp):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+    os.chmod(tmp, 0o755)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another run made it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return python, folder
 
 
 def reachable(path: str) -> bool:

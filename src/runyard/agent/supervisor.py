@@ -284,7 +284,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
     elif box is not None:
         from runyard.agent.sandbox import python_for_sandbox
 
-        python, needed, pythonpath = python_for_sandbox()
+        python, needed, pythonpath = python_for_sandbox(ws.cache_dir)
         box.binds_ro = needed
         if python != sys.executable:  # recorded as what it is: the system's Python, runyard's packages
             from runyard.agent.runenv import sandbox_record
@@ -293,8 +293,10 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
                 env_record = sandbox_record(ws, python)
             except Exception as exc:
                 say(f"what the sandbox's Python is could not be told: {exc}")
-        env.update({"PYTHONPATH": pythonpath, "HOME": "/tmp", "TMPDIR": "/tmp",
-                    "PATH": path_with(python, os.environ.get("PATH"))})
+        env.update({"HOME": "/tmp", "TMPDIR": "/tmp", "PATH": path_with(python, os.environ.get("PATH"))})
+        env.pop("PYTHONPATH", None)  # (the caller's folders are not in the sandbox)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         # RUNYARD_WORKSPACE stays (for what the script prints): the workspace is not in the sandbox,
         # and the script reports through its channel.
     try:
