@@ -97,25 +97,26 @@ def prune_envs(ws: Workspace, max_bytes: int | None = None, *, dry_run: bool = F
 
 def own_record(ws: Workspace) -> dict[str, Any]:
     """What a run without an environment ran with: the Python that runs runyard and its
-    packages. Listing them takes tens of milliseconds; the list is kept in the cache and
-    read again while its site-packages folders are unchanged (an install changes them)."""
-    import hashlib
+    packages. Listing them takes tens of milliseconds, so the list is kept in the cache and
+    used while runyard's interpreter and its site-packages folders are unchanged (an install
+    changes a folder's time); a run pays for a few ``stat`` and a small file read."""
     import json
 
-    from runyard.environments.build import installed, platform_tag, site_dirs
-
+    sites = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
     stamp = [sys.executable, sys.prefix]
-    for site in site_dirs(sys.prefix):
+    for site in sites:
         with contextlib.suppress(OSError):
             stamp.append(f"{site}:{os.stat(site).st_mtime_ns}")
-    path = os.path.join(ws.cache_dir, CLIENT_CACHE, "own-" + hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
-                        + ".json")
+    path = os.path.join(ws.cache_dir, CLIENT_CACHE, "own-python.json")
     try:
         with open(path, encoding="utf-8") as fh:
-            kept: dict[str, Any] = json.load(fh)
-        return kept
-    except (OSError, ValueError):
+            kept = json.load(fh)
+        if kept.get("stamp") == stamp:
+            return dict(kept["record"])
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
         pass
+    from runyard.environments.build import installed, platform_tag
+
     record = {"name": None, "version": None, "spec": None, "python": sys.executable,
               "python_version": ".".join(str(p) for p in sys.version_info[:3]), "platform": platform_tag(),
               "packages": installed(sys.prefix), "user_managed": True, "path": sys.prefix,
@@ -124,7 +125,7 @@ def own_record(ws: Workspace) -> dict[str, Any]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh)
+            json.dump({"stamp": stamp, "record": record}, fh)
         os.replace(tmp, path)
     return record
 

@@ -136,10 +136,11 @@ def python_for_sandbox(cache_dir: str | None = None) -> tuple[str, list[str], st
 
 def _mirror_venv(cache_dir: str, system: str, sites: list[str]) -> tuple[str, str]:
     """(its python, its folder): a virtual environment of ``system`` whose site folder adds ``sites``."""
-    import hashlib
+    import zlib  # (hashlib costs a run 5 ms to import: OpenSSL)
 
     tag = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    key = hashlib.sha256("\0".join([system, *sites]).encode()).hexdigest()[:16]
+    what = "\0".join([system, *sites]).encode()
+    key = f"{zlib.crc32(what):08x}{zlib.adler32(what):08x}"
     folder = os.path.join(cache_dir, "client", f"sandbox-{key}")
     python = os.path.join(folder, "bin", "python3")
     if os.path.exists(os.path.join(folder, "pyvenv.cfg")):
