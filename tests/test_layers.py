@@ -24,7 +24,7 @@ SRC = Path(runyard.__file__).parent
 ORDER = ["facade", "runs", "compute", "agent", "environments", "data", "snapshot", "history", "store", "base"]
 LEAVES = {"runyard.runs.model", "runyard.runs.ending"}
 FACADE = {"runyard.cli", "runyard.cli_common", "runyard.cli_data", "runyard.cli_compute", "runyard.cli_env",
-          "runyard._main", "runyard.__main__",
+          "runyard.cli_runs", "runyard._main", "runyard.__main__",
           "runyard.run", "runyard.experiment", "runyard.environment", "runyard.cleanup", "runyard"}
 OUTSIDE = {"runyard", "runyard.workspace"}
 

@@ -26,6 +26,7 @@ EXPORTED = {
     "DatastoreUnreachableError",
     "Experiment",
     "FileDataset",
+    "FilterError",
     "HistoryError",
     "Limits",
     "MountError",

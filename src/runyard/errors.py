@@ -22,6 +22,7 @@ chained.
      |    +-- SchemaVersionError    the database's schema is not this runyard's
      |    +-- StatusTransitionError a run cannot move to the status asked for
      |    +-- PropertyConflictError a run property is already set to another value
+     |    +-- FilterError           a runs filter or sort cannot be read (says where, and what is allowed)
      +-- RunError                   a run cannot be submitted, started or controlled
      |    +-- WorkdirError          a run's working directory cannot be made or removed
      |    +-- ArtifactError         an artifact name is unsafe, or a run's artifacts cannot be synced
@@ -137,6 +138,10 @@ class StatusTransitionError(HistoryError):
 
 class PropertyConflictError(HistoryError):
     """A run property is already set to a different value (properties are add-only)."""
+
+
+class FilterError(HistoryError):
+    """A filter or sort of runs (``runs ls --filter``) cannot be read: where, and what is allowed."""
 
 
 class RunError(RunyardError):

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from runyard.errors import RunError
@@ -410,6 +410,29 @@ def wait(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: floa
         if deadline is not None and now > deadline:
             return run
         time.sleep(poll)
+
+
+def runs_filter(where: str | None, statuses: Sequence[str] = (),
+                tags: Mapping[str, str | None] | None = None) -> Any:
+    """One filter (:mod:`runyard.history.filters`) from a filter's text and the simpler
+    ``--status`` (any of them) and ``--tag`` (all of them) options."""
+    from runyard.history.filters import And, Compare, Field, Or, parse_filter
+    from runyard.history.model import RunStatus, check_key
+
+    parts: list[Any] = []
+    if where:
+        tree = parse_filter(where)
+        if tree is not None:
+            parts.append(tree)
+    if statuses:
+        parts.append(Or(tuple(Compare(Field("status"), "=", RunStatus.parse(s).value) for s in statuses)))
+    for key, value in (tags or {}).items():
+        check_key(key, "tag")
+        parts.append(Compare(Field("tags", key), "notnull") if value is None else
+                     Compare(Field("tags", key), "=", value))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
 def exit_code_of(run: RunRecord) -> int:

@@ -1,0 +1,190 @@
+"""Runs selected, ordered and paged by the database (the filter language of
+:mod:`runyard.history.filters`), with chosen metric, tag and property columns: what
+``runyard runs ls`` and the web UI's runs table show.
+
+A metric's value is the last one logged (the highest id of the run's points of
+that name; the metrics index ``(run_id, name, id)`` finds it in one seek). Runs
+without the field sort last either way and never match a comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, exists, func, literal, not_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from runyard.errors import FilterError
+from runyard.history import schema as t
+from runyard.history.filters import And, Compare, Expr, Field, Not, Or, SortKey, parse_filter, parse_sort
+
+if TYPE_CHECKING:
+    from runyard.history.model import RunRecord
+    from runyard.history.store import RunHistory
+
+_PLAIN_COLUMNS = {"id": t.runs.c.id, "experiment": t.runs.c.experiment, "status": t.runs.c.status,
+                  "script": t.runs.c.script, "target": t.runs.c.compute_target, "host": t.runs.c.host,
+                  "arguments": t.runs.c.arguments, "created": t.runs.c.created, "started": t.runs.c.started,
+                  "ended": t.runs.c.ended, "exit_code": t.runs.c.exit_code}
+
+
+@dataclass
+class RunPage:
+    """One page of runs: the records, the chosen columns' values by run id, whether more follow."""
+
+    runs: list[RunRecord]
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Run id -> {"metrics.acc": 0.93, "tags.team": "vision", ...}."""
+    more: bool = False
+
+
+def value_of(f: Field) -> ColumnElement[Any]:
+    """The SQL expression of a field's value for the run of the outer query."""
+    runs = t.runs.c
+    if f.kind == "duration":
+        return runs.ended - runs.started
+    if f.kind in _PLAIN_COLUMNS:
+        return _PLAIN_COLUMNS[f.kind]
+    if f.kind == "metrics":
+        return _last_metric(f, t.metrics.c.value)
+    table = t.tags if f.kind == "tags" else t.properties
+    return (select(table.c.value).where(table.c.run_id == runs.id, table.c.key == f.name)
+            .scalar_subquery())
+
+
+def _last_metric(f: Field, column: Any) -> ColumnElement[Any]:
+    """``column`` of the run's last point of metric ``f`` (one index seek: run_id, name, id)."""
+    m = t.metrics.c
+    return (select(column).where(m.run_id == t.runs.c.id, m.name == f.name).order_by(m.id.desc()).limit(1)
+            .scalar_subquery())
+
+
+def _metric_text(f: Field) -> ColumnElement[Any]:
+    return _last_metric(f, t.metrics.c.value_json)
+
+
+def compile_filter(expr: Expr) -> ColumnElement[bool]:
+    if isinstance(expr, And):
+        return and_(*(compile_filter(e) for e in expr.items))
+    if isinstance(expr, Or):
+        return or_(*(compile_filter(e) for e in expr.items))
+    if isinstance(expr, Not):
+        return not_(compile_filter(expr.item))
+    return _compare(expr)
+
+
+def _compare(c: Compare) -> ColumnElement[bool]:
+    f = c.field
+    if f.kind in ("tags", "properties") and c.op in ("null", "notnull"):
+        table = t.tags if f.kind == "tags" else t.properties
+        has = exists().where(table.c.run_id == t.runs.c.id, table.c.key == f.name)
+        return not_(has) if c.op == "null" else has
+    column = value_of(f)
+    if f.kind == "metrics" and isinstance(c.value, str) and c.op in ("=", "!=", "in", "like"):
+        column = _metric_text(f)  # a text metric: its JSON
+        if c.op == "like":  # (its JSON is quoted: "pat%" matches "pattern")
+            return column.like(json.dumps(c.value))
+        values = [json.dumps(c.value)] if c.op != "in" else [json.dumps(v) for v in c.value or ()]
+        return column.in_(values) if c.op != "!=" else and_(column.isnot(None), column != values[0])
+    if c.op == "null":
+        return column.is_(None)
+    if c.op == "notnull":
+        return column.isnot(None)
+    if f.kind == "arguments" and c.op not in ("like", "=", "!="):
+        raise FilterError("arguments are text: use like (e.g. arguments like \"%--lr 0.1%\"), = or !=.")
+    if f.kind == "arguments" and c.op in ("=", "!="):
+        target = json.dumps(str(c.value).split())
+        return column == target if c.op == "=" else column != target
+    if c.op == "like":
+        if f.kind == "arguments":
+            return func.replace(func.replace(func.replace(column, '", "', " "), '["', ""), '"]', "").like(
+                str(c.value))
+        return column.like(str(c.value))
+    value: Any = c.value
+    if f.kind in ("tags", "properties"):
+        value = _as_text(value) if not isinstance(value, tuple) else tuple(_as_text(v) for v in value)
+    elif f.kind == "metrics" and not isinstance(value, float | int | tuple):
+        raise FilterError(f"{f} {c.op} {value!r}: compare a metric with a number, or a text one with = or like.")
+    if c.op == "in":
+        return and_(column.isnot(None), column.in_(list(value or ())))
+    ops = {"=": column.__eq__, "!=": column.__ne__, "<": column.__lt__, "<=": column.__le__, ">": column.__gt__,
+           ">=": column.__ge__}
+    return and_(column.isnot(None), ops[c.op](literal(value)))
+
+
+def _as_text(value: Any) -> str:
+    """A number written in a filter, as a tag's text: 0.1 stays "0.1", 3.0 is "3"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def order_of(keys: Sequence[SortKey]) -> list[Any]:
+    out: list[Any] = []
+    for key in keys:
+        column = value_of(key.field)
+        out.append(column.is_(None))  # runs without the field last, either way
+        out.append(column.desc() if key.descending else column.asc())
+    out += [t.runs.c.created.desc(), t.runs.c.id.desc()]
+    return out
+
+
+def query_runs(history: RunHistory, *, filter: str | Expr | None = None, sort: Sequence[str] = (),
+               columns: Sequence[str] = (), limit: int | None = 50, offset: int = 0,
+               experiment: str | None = None) -> RunPage:
+    """A page of runs matching ``filter``, ordered by ``sort`` (newest first after that), with
+    the values of ``columns`` (``metrics.acc``, ``tags.team``...). ``FilterError`` for a filter,
+    sort or column that cannot be read."""
+    tree = parse_filter(filter) if isinstance(filter, str) else filter
+    keys = parse_sort(*sort)
+    from runyard.history.filters import parse_field
+
+    wanted = [parse_field(c) for c in columns]
+    query = select(t.runs)
+    if experiment is not None:
+        query = query.where(t.runs.c.experiment == experiment)
+    if tree is not None:
+        query = query.where(compile_filter(tree))
+    query = query.order_by(*order_of(keys)).offset(offset)
+    if limit is not None:
+        query = query.limit(limit + 1)
+
+    def work(conn: Any) -> RunPage:
+        rows = list(conn.execute(query))
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        records = history._records(conn, rows)
+        values: dict[str, dict[str, Any]] = {r.id: {} for r in records}
+        ids = [r.id for r in records]
+        for f in wanted:
+            for run_id, value in _column_values(conn, f, ids).items():
+                values[run_id][str(f)] = value
+        return RunPage(records, values, more)
+
+    return history._read(work)
+
+
+def _column_values(conn: Any, f: Field, ids: list[str]) -> dict[str, Any]:
+    if not ids:
+        return {}
+    if f.kind == "metrics":
+        from runyard.history.model import decode_metric
+
+        m = t.metrics.c
+        last = (select(m.run_id, func.max(m.id).label("id")).where(m.run_id.in_(ids), m.name == f.name)
+                .group_by(m.run_id).subquery())
+        rows = conn.execute(select(m.run_id, m.value, m.value_json).join(last, m.id == last.c.id))
+        return {r.run_id: decode_metric(r.value, r.value_json) for r in rows}
+    if f.kind in ("tags", "properties"):
+        table = t.tags if f.kind == "tags" else t.properties
+        rows = conn.execute(select(table.c.run_id, table.c.value).where(table.c.run_id.in_(ids),
+                                                                      table.c.key == f.name))
+        return {r.run_id: r.value for r in rows}
+    column = value_of(f).label("v")
+    return {r.id: r.v for r in conn.execute(select(t.runs.c.id, column).where(t.runs.c.id.in_(ids)))}
+
+
+__all__ = ["RunPage", "compile_filter", "order_of", "query_runs", "value_of"]
