@@ -148,3 +148,35 @@ def test_runs_ls_filters_sorts_and_shows_columns(workspace: Workspace, tmp_path:
     assert bad.exit_code == 1 and "expected more at position 14" in bad.output and "Traceback" not in bad.output
     mixed = cli("runs", "ls", "--status", "Completed", "--tag", "team=nlp", "--filter", "metrics.acc < 1")
     assert mixed.output.count("q_") == 1
+
+
+def test_runs_compare(workspace: Workspace, tmp_path: Path) -> None:
+    import runyard
+    from trees import write_script
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_script(src, "t.py", "import sys\nfrom runyard import Run\nRun.get_context().log('acc', float(sys.argv[1]))\n")
+    exp = runyard.Experiment(workspace, "cmp")
+    first = exp.submit(runyard.ScriptRunConfig(source_directory=str(src), script="t.py", arguments=["0.5"],
+                                               tags={"team": "vision"}))
+    first.wait_for_completion()
+    (src / "t.py").write_text((src / "t.py").read_text() + "# tuned\n")
+    second = exp.submit(runyard.ScriptRunConfig(source_directory=str(src), script="t.py", arguments=["0.9"],
+                                                tags={"team": "vision"}))
+    second.wait_for_completion()
+    cli = Cli(workspace)
+    shown = cli("runs", "compare", first.id, second.id)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert any(ln.startswith("* metrics.acc") and "0.5" in ln and "0.9" in ln for ln in lines)
+    assert any(ln.startswith("  tags.team") for ln in lines)  # the same: not marked
+    assert "M t.py" in shown.output
+    only = cli("runs", "compare", first.id, second.id, "--diff")
+    assert "tags.team" not in only.output and "* arguments" in only.output
+    doc = json.loads(cli("runs", "compare", first.id, second.id, "--json").output)
+    assert doc["runs"] == [first.id, second.id] and ["M", "t.py"] in doc["snapshotChanges"]
+    one = cli("runs", "compare", first.id)
+    assert one.exit_code == 1 and "Compare 2 to 200 runs" in one.output
+    twice = cli("runs", "compare", first.id, first.id)
+    assert twice.exit_code == 1 and "named twice" in twice.output

@@ -200,4 +200,38 @@ def _metric_text(value: Any, steps: list[int | None] | None) -> str:
     return f"{value[-1]} (step {'-' if steps[-1] is None else steps[-1]}; last of {len(steps)})"
 
 
+@runs_group.command("compare")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN RUN [RUN...]")
+@click.option("--diff", "only_diff", is_flag=True, help="Show only the rows that differ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def runs_compare(ctx: click.Context, run_ids: tuple[str, ...], only_diff: bool, as_json: bool) -> None:
+    """Compare runs side by side (2-200): what they ran, how they ended, tags, properties, metrics
+    (the last value), packages that differ; rows that differ are marked *. For two runs of different
+    snapshots, which files differ."""
+    from runyard.runs.compare import compare_runs
+
+    cmp = compare_runs(_open_workspace(ctx), run_ids)
+    rows = [r for r in cmp.rows if r.differs or not only_diff]
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"runs": [r.id for r in cmp.runs],
+                               "rows": [{"field": r.label, "values": r.values, "differs": r.differs} for r in rows],
+                               "snapshotChanges": cmp.snapshot_changes}, indent=1, default=str))
+        return
+    label_w = max([len("FIELD"), *(len(r.label) for r in rows)])
+    widths = [max(len(run.id), *(len(_cell(r.values[i])) for r in rows)) for i, run in enumerate(cmp.runs)]
+    head = "  ".join(f"{run.id:<{w}}" for run, w in zip(cmp.runs, widths, strict=True))
+    click.echo(f"  {'FIELD':<{label_w}}  {head}")
+    for r in rows:
+        cells = "  ".join(f"{_cell(v):<{w}}" for v, w in zip(r.values, widths, strict=True))
+        click.echo(f"{'*' if r.differs else ' '} {r.label:<{label_w}}  {cells}".rstrip())
+    if cmp.snapshot_changes is not None:
+        click.echo(f"snapshot {cmp.runs[0].id} -> {cmp.runs[1].id}: "
+                   f"{len(cmp.snapshot_changes)} change{'s' if len(cmp.snapshot_changes) != 1 else ''}")
+        for status, path in cmp.snapshot_changes:
+            click.echo(f"  {status} {path}")
+
+
 __all__ = ["runs_group"]
