@@ -180,3 +180,63 @@ def test_runs_compare(workspace: Workspace, tmp_path: Path) -> None:
     assert one.exit_code == 1 and "Compare 2 to 200 runs" in one.output
     twice = cli("runs", "compare", first.id, first.id)
     assert twice.exit_code == 1 and "named twice" in twice.output
+
+
+def test_delete_runs_takes_everything_of_ended_runs_only(history: RunHistory) -> None:
+    gone = history.delete_runs(["mnist_1000_a", "cifar_5000_e", "no_such_run"])
+    assert gone == ["mnist_1000_a"]  # e is Running: kept
+    assert ids(query_runs(history)) == ["e", "d", "c", "b"]
+    with history.database.engine.connect() as conn:  # the cascade took its metric points
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT count(*) FROM metrics WHERE run_id = 'mnist_1000_a'")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM tags WHERE run_id = 'mnist_1000_a'")).scalar() == 0
+    assert history.get_run("cifar_5000_e").status is RunStatus.RUNNING
+
+
+def test_runs_rm(workspace: Workspace, tmp_path: Path) -> None:
+    import os
+    import time
+
+    import runyard
+    from trees import write_script
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_script(src, "t.py", "import sys, time\nfrom runyard import Run\nRun.get_context().log('x', 1)\n"
+                              "time.sleep(float(sys.argv[1]))\n")
+    exp = runyard.Experiment(workspace, "rm")
+    done = [exp.submit(runyard.ScriptRunConfig(source_directory=str(src), script="t.py", arguments=["0"]))
+            for _ in range(3)]
+    for run in done:
+        run.wait_for_completion()
+    going = exp.submit(runyard.ScriptRunConfig(source_directory=str(src), script="t.py", arguments=["60"]))
+    deadline = time.monotonic() + 30
+    while going.get_status() != "Running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cli = Cli(workspace)
+    folder = Path(workspace.runs_dir) / done[0].id
+    gone = cli("runs", "rm", done[0].id)
+    assert gone.exit_code == 0 and f"removed {done[0].id}" in gone.output, gone.output
+    assert not folder.exists()
+    with pytest.raises(runyard.NotFoundError):
+        workspace.open_history().get_run(done[0].id)
+    kept = cli("runs", "rm", going.id)
+    assert kept.exit_code == 1 and "cancel it first" in kept.output
+    asked = cli("runs", "rm", "--older-than", "0s", "-e", "rm")
+    assert asked.exit_code == 1 and "Add --yes" in asked.output and "would remove" in asked.output
+    listed = cli("runs", "rm", "--older-than", "0s", "--filter", "status = Completed", "--dry-run")
+    assert listed.output.count("would remove") == 2
+    assert len(workspace.open_history().list_runs("rm")) == 3
+    young = cli("runs", "rm", "--older-than", "1d", "--yes")
+    assert "No runs match" in young.output
+    removed = cli("runs", "rm", "--older-than", "0s", "--yes")
+    assert removed.output.count("removed") == 2, removed.output
+    assert [r.id for r in workspace.open_history().list_runs("rm")] == [going.id]
+    for args, said in ((["--older-than", "soon"], "not an age"), ([], "Say which runs"),
+                       ([going.id, "--older-than", "1d"], "not both")):
+        bad = cli("runs", "rm", *args)
+        assert bad.exit_code == 1 and said in bad.output, bad.output
+    going.cancel()
+    going.wait_for_completion(raise_on_error=False)
+    assert os.path.isdir(workspace.runs_dir)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from runyard.cli_common import _Group, _open_workspace, _tags_opt
+from runyard.cli_common import _Failure, _Group, _open_workspace, _tags_opt
 
 
 @click.group("runs", cls=_Group)
@@ -232,6 +232,41 @@ def runs_compare(ctx: click.Context, run_ids: tuple[str, ...], only_diff: bool, 
                    f"{len(cmp.snapshot_changes)} change{'s' if len(cmp.snapshot_changes) != 1 else ''}")
         for status, path in cmp.snapshot_changes:
             click.echo(f"  {status} {path}")
+
+
+@runs_group.command("rm")
+@click.argument("run_ids", nargs=-1, metavar="[RUN...]")
+@click.option("--older-than", metavar="AGE", help="Runs that ended more than AGE ago (e.g. 30d, 12h, 90m).")
+@click.option("--filter", "where", metavar="EXPR", help="Only runs that match (as runs ls --filter).")
+@click.option("-e", "--experiment", help="Only this experiment's runs.")
+@click.option("--dry-run", is_flag=True, help="Say which runs would go; remove nothing.")
+@click.option("--yes", is_flag=True, help="Remove runs chosen by --older-than/--filter/-e without asking.")
+@click.pass_context
+def runs_rm(ctx: click.Context, run_ids: tuple[str, ...], older_than: str | None, where: str | None,
+            experiment: str | None, dry_run: bool, yes: bool) -> None:
+    """Remove ended runs from the history, with their folders: the ones named, or those chosen by
+    age and filter. A run still going is kept (cancel it first). Stored files stay for runyard gc."""
+    from runyard.history.filters import parse_filter
+    from runyard.runs.remove import parse_age, remove_runs, select_runs
+
+    ws = _open_workspace(ctx)
+    runs = select_runs(ws, run_ids, older_than=None if older_than is None else parse_age(older_than),
+                       where=None if where is None else parse_filter(where), experiment=experiment)
+    chosen = not run_ids
+    if chosen and not dry_run and not yes:
+        for run in runs:
+            click.echo(f"would remove {run.id} ({run.status.value})")
+        raise _Failure(f"{len(runs)} run{'s' if len(runs) != 1 else ''} match. Add --yes to remove "
+                       f"{'them' if len(runs) != 1 else 'it'} (or --dry-run to only list).")
+    done = remove_runs(ws, runs, dry_run=dry_run)
+    for run in done.removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {run.id} ({run.status.value})")
+    for run_id, why in done.kept:
+        click.echo(f"runyard: kept {run_id}: {why}", err=True)
+    if not done.removed and not done.kept:
+        click.echo("No runs match.")
+    if done.kept:
+        raise SystemExit(1)
 
 
 __all__ = ["runs_group"]

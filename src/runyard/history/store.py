@@ -367,6 +367,27 @@ class RunHistory:
 
         return self._write(work)
 
+    def delete_runs(self, run_ids: Iterable[str]) -> list[str]:
+        """Delete ended runs with everything the history keeps of them (metrics, tags,
+        properties, artifact records, their inputs and outputs); returns the ids deleted. A
+        run that has not ended is left (checked in the same transaction). Datasets a run
+        registered stay (their versions no longer name it); reruns of it keep their own record."""
+        wanted = list(dict.fromkeys(run_ids))
+        ended = [s.value for s in RunStatus if s.is_terminal]
+
+        def work(conn: Connection) -> list[str]:
+            gone: list[str] = []
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i : i + _IN_CHUNK]
+                ids = [r[0] for r in conn.execute(select(t.runs.c.id).where(t.runs.c.id.in_(chunk),
+                                                                          t.runs.c.status.in_(ended)))]
+                if ids:
+                    conn.execute(delete(t.runs).where(t.runs.c.id.in_(ids)))
+                gone.extend(ids)
+            return gone
+
+        return self._write(work)
+
     def heartbeat(self, run_id: str, *, now: float | None = None) -> RunStatus:
         """Record a sign of life from the run's supervisor; return the run's status.
 
