@@ -105,7 +105,7 @@ def test_migrate_from_empty_makes_every_table_in_wal_mode(db_path: Path) -> None
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert names == {"schema_version", "experiments", "runs", "metrics", "tags", "properties", "artifacts",
                          "datastores", "datasets", "dataset_versions", "run_data", "compute_targets",
-                         "environments"}
+                         "environments", "latest_metrics"}
         assert [v for (v,) in con.execute("SELECT version FROM schema_version")] == ALL_STEPS
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:

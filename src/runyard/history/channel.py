@@ -69,7 +69,10 @@ def apply_channel(history: RunHistory, run_id: str, entries: Sequence[Entry], up
         if moved.rowcount != 1:
             return  # taken in by somebody else meanwhile (or the run is gone)
         if metrics:
+            from runyard.history.store import note_latest
+
             conn.execute(insert(t.metrics), metrics)
+            note_latest(conn, metrics)
         if tags:
             upsert(conn, t.tags, [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()])
         if props:  # add-only: a key set before keeps its first value

@@ -12,7 +12,7 @@ from typing import Any
 
 from runyard.errors import HistoryError, SchemaVersionError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code reads and writes (:mod:`runyard.history.schema` takes it from here)."""
 
 

@@ -220,11 +220,37 @@ def _v4(conn: Connection) -> None:
     ).create(conn, checkfirst=False)
 
 
+def _v5(conn: Connection) -> None:
+    """Version 5: the last value of each metric of each run, kept as it is logged. Frozen."""
+    md = MetaData(naming_convention=schema.NAMING_CONVENTION)
+    table = Table(
+        "latest_metrics", md,
+        Column("run_id", String(320), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        Column("name", String(255), nullable=False),
+        Column("kind", String(8), nullable=False),
+        Column("step", BigInteger),
+        Column("value", Double),
+        Column("value_json", Text),
+        Column("time", Double, nullable=False),
+        PrimaryKeyConstraint("run_id", "name"),
+        Index(None, "name", "value"),
+    )
+    Table("runs", md, Column("id", String(320), primary_key=True))
+    table.create(conn, checkfirst=False)
+    for name in ("tags", "properties"):
+        conn.execute(text(f"CREATE INDEX ix_{name}_key ON {name} (key)"))
+    conn.execute(text(
+        "INSERT INTO latest_metrics (run_id, name, kind, step, value, value_json, time) "
+        "SELECT m.run_id, m.name, m.kind, m.step, m.value, m.value_json, m.time FROM metrics m "
+        "JOIN (SELECT max(id) AS id FROM metrics GROUP BY run_id, name) last ON last.id = m.id"))
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "experiments, runs, metrics, tags, properties, artifacts", _v1),
     Step(2, "datastores, datasets, dataset versions, run inputs and outputs", _v2),
     Step(3, "compute targets, the script channel's offset", _v3),
     Step(4, "environments, the environment of each run", _v4),
+    Step(5, "the last value of each metric of each run", _v5),
 )
 LATEST = STEPS[-1].version
 assert LATEST == schema.SCHEMA_VERSION, "schema.SCHEMA_VERSION must be the last migration step's version"

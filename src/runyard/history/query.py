@@ -2,8 +2,8 @@
 :mod:`runyard.history.filters`), with chosen metric, tag and property columns: what
 ``runyard runs ls`` and the web UI's runs table show.
 
-A metric's value is the last one logged (the highest id of the run's points of
-that name; the metrics index ``(run_id, name, id)`` finds it in one seek). Runs
+A metric's value is the last one logged (kept in ``latest_metrics`` as points
+are written, indexed by name and value). Runs
 without the field sort last either way and never match a comparison.
 """
 
@@ -49,21 +49,20 @@ def value_of(f: Field) -> ColumnElement[Any]:
     if f.kind in _PLAIN_COLUMNS:
         return _PLAIN_COLUMNS[f.kind]
     if f.kind == "metrics":
-        return _last_metric(f, t.metrics.c.value)
+        return _last_metric(f, t.latest_metrics.c.value)
     table = t.tags if f.kind == "tags" else t.properties
     return (select(table.c.value).where(table.c.run_id == runs.id, table.c.key == f.name)
             .scalar_subquery())
 
 
 def _last_metric(f: Field, column: Any) -> ColumnElement[Any]:
-    """``column`` of the run's last point of metric ``f`` (one index seek: run_id, name, id)."""
-    m = t.metrics.c
-    return (select(column).where(m.run_id == t.runs.c.id, m.name == f.name).order_by(m.id.desc()).limit(1)
-            .scalar_subquery())
+    """``column`` of the run's last point of metric ``f`` (``latest_metrics``: one key lookup)."""
+    lm = t.latest_metrics.c
+    return select(column).where(lm.run_id == t.runs.c.id, lm.name == f.name).scalar_subquery()
 
 
 def _metric_text(f: Field) -> ColumnElement[Any]:
-    return _last_metric(f, t.metrics.c.value_json)
+    return _last_metric(f, t.latest_metrics.c.value_json)
 
 
 def compile_filter(expr: Expr) -> ColumnElement[bool]:
@@ -89,6 +88,24 @@ def _compare(c: Compare) -> ColumnElement[bool]:
             return column.like(json.dumps(c.value))
         values = [json.dumps(c.value)] if c.op != "in" else [json.dumps(v) for v in c.value or ()]
         return column.in_(values) if c.op != "!=" else and_(column.isnot(None), column != values[0])
+    if f.kind == "metrics" and c.op in ("null", "notnull"):
+        lm = t.latest_metrics.c
+        has = exists().where(lm.run_id == t.runs.c.id, lm.name == f.name)
+        return not_(has) if c.op == "null" else has
+    if f.kind == "metrics" and isinstance(c.value, float | int | tuple) and c.op != "like":
+        # The runs whose last value matches, found through the (name, value) index, not run by run.
+        lm = t.latest_metrics.c
+        cond: ColumnElement[bool]
+        if c.op == "in":
+            cond = lm.value.in_([float(v) for v in c.value or () if isinstance(v, float | int)])  # type: ignore[union-attr]
+        else:
+            cond = {"=": lm.value == c.value, "!=": lm.value != c.value, "<": lm.value < c.value,
+                    "<=": lm.value <= c.value, ">": lm.value > c.value, ">=": lm.value >= c.value}[c.op]
+        return t.runs.c.id.in_(select(lm.run_id).where(lm.name == f.name, cond))
+    if f.kind in ("tags", "properties") and c.op in ("=", "in"):
+        table = t.tags if f.kind == "tags" else t.properties
+        values = [_as_text(v) for v in (c.value if isinstance(c.value, tuple) else (c.value,))]
+        return t.runs.c.id.in_(select(table.c.run_id).where(table.c.key == f.name, table.c.value.in_(values)))
     if c.op == "null":
         return column.is_(None)
     if c.op == "notnull":
@@ -173,10 +190,8 @@ def _column_values(conn: Any, f: Field, ids: list[str]) -> dict[str, Any]:
     if f.kind == "metrics":
         from runyard.history.model import decode_metric
 
-        m = t.metrics.c
-        last = (select(m.run_id, func.max(m.id).label("id")).where(m.run_id.in_(ids), m.name == f.name)
-                .group_by(m.run_id).subquery())
-        rows = conn.execute(select(m.run_id, m.value, m.value_json).join(last, m.id == last.c.id))
+        lm = t.latest_metrics.c
+        rows = conn.execute(select(lm.run_id, lm.value, lm.value_json).where(lm.run_id.in_(ids), lm.name == f.name))
         return {r.run_id: decode_metric(r.value, r.value_json) for r in rows}
     if f.kind in ("tags", "properties"):
         table = t.tags if f.kind == "tags" else t.properties

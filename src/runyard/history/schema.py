@@ -121,6 +121,22 @@ metrics = Table(
     Index(None, "run_id", "name", "id"),
 )
 
+latest_metrics = Table(
+    "latest_metrics",
+    metadata,
+    # The last value logged of each metric of each run (version 5): what the runs table filters
+    # and sorts by, without reading a run's whole series.
+    Column("run_id", String(RUN_ID_LEN), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(NAME_LEN), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("step", BigInteger),
+    Column("value", Double),
+    Column("value_json", Text),
+    Column("time", Double, nullable=False),
+    PrimaryKeyConstraint("run_id", "name"),
+    Index(None, "name", "value"),  # runs by a metric's value: filtered and sorted
+)
+
 tags = Table(
     "tags",
     metadata,
@@ -128,6 +144,7 @@ tags = Table(
     Column("key", String(NAME_LEN), nullable=False),
     Column("value", Text, nullable=False),
     PrimaryKeyConstraint("run_id", "key"),
+    Index(None, "key"),  # runs by a tag or property (version 5; not the value too: PostgreSQL's index rows are capped)
 )
 
 properties = Table(
@@ -137,6 +154,7 @@ properties = Table(
     Column("key", String(NAME_LEN), nullable=False),
     Column("value", Text, nullable=False),
     PrimaryKeyConstraint("run_id", "key"),
+    Index(None, "key"),  # runs by a tag or property (version 5; not the value too: PostgreSQL's index rows are capped)
 )
 
 artifacts = Table(
@@ -237,6 +255,7 @@ __all__ = [
     "datastores",
     "environments",
     "experiments",
+    "latest_metrics",
     "metadata",
     "metrics",
     "properties",

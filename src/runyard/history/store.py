@@ -455,6 +455,7 @@ class RunHistory:
         def work(conn: Connection) -> int:
             self._require(conn, run_id)
             conn.execute(insert(t.metrics), rows)
+            note_latest(conn, rows)
             return len(rows)
 
         return self._write(work)
@@ -630,6 +631,17 @@ def _to_record(row: Row[Any], tags: dict[str, str], props: dict[str, str]) -> Ru
         tags=tags,
         properties=props,
     )
+
+
+def note_latest(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Keep ``latest_metrics`` up to date with metric rows just inserted in this transaction
+    (in the order logged): each metric's last row replaces what was there."""
+    last: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in rows:
+        last[(row["run_id"], row["name"])] = row
+    upsert(conn, t.latest_metrics, [
+        {"run_id": r["run_id"], "name": r["name"], "kind": r["kind"], "step": r.get("step"), "value": r.get("value"),
+         "value_json": r.get("value_json"), "time": r["time"]} for r in last.values()])
 
 
 def _metric_row(run_id: str, item: MetricInput, when: float, writer: int) -> dict[str, Any]:
