@@ -139,14 +139,27 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def order_of(keys: Sequence[SortKey]) -> list[Any]:
-    out: list[Any] = []
-    for key in keys:
-        column = value_of(key.field)
-        out.append(column.is_(None))  # runs without the field last, either way
-        out.append(column.desc() if key.descending else column.asc())
-    out += [t.runs.c.created.desc(), t.runs.c.id.desc()]
-    return out
+def sorted_query(query: Any, keys: Sequence[SortKey], *, join: bool = True) -> Any:
+    """``query`` (of ``runs``) ordered by ``keys``, then newest first; runs without a field come
+    last either way. ``join``: a metric, tag or property to sort by is joined once (an outer
+    join: PostgreSQL sorts the page from one pass, where a lookup per run took it half a second
+    on 100,000 runs); else looked up per run (SQLite's nested loops do that faster)."""
+    from sqlalchemy.orm import aliased
+
+    order: list[Any] = []
+    for i, key in enumerate(keys):
+        f = key.field
+        if join and f.kind in ("metrics", "tags", "properties"):
+            table = {"metrics": t.latest_metrics, "tags": t.tags, "properties": t.properties}[f.kind]
+            joined = aliased(table, name=f"sort{i}")
+            name_col = joined.c.name if f.kind == "metrics" else joined.c.key
+            query = query.outerjoin(joined, and_(joined.c.run_id == t.runs.c.id, name_col == f.name))
+            column: Any = joined.c.value
+        else:
+            column = value_of(f)
+        order.append(column.is_(None))
+        order.append(column.desc() if key.descending else column.asc())
+    return query.order_by(*order, t.runs.c.created.desc(), t.runs.c.id.desc())
 
 
 def query_runs(history: RunHistory, *, filter: str | Expr | None = None, sort: Sequence[str] = (),
@@ -160,16 +173,16 @@ def query_runs(history: RunHistory, *, filter: str | Expr | None = None, sort: S
     from runyard.history.filters import parse_field
 
     wanted = [parse_field(c) for c in columns]
-    query = select(t.runs)
+    base = select(t.runs)
     if experiment is not None:
-        query = query.where(t.runs.c.experiment == experiment)
+        base = base.where(t.runs.c.experiment == experiment)
     if tree is not None:
-        query = query.where(compile_filter(tree))
-    query = query.order_by(*order_of(keys)).offset(offset)
-    if limit is not None:
-        query = query.limit(limit + 1)
+        base = base.where(compile_filter(tree))
 
     def work(conn: Any) -> RunPage:
+        query = sorted_query(base, keys, join=conn.dialect.name != "sqlite").offset(offset)
+        if limit is not None:
+            query = query.limit(limit + 1)
         rows = list(conn.execute(query))
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if limit is not None else rows
@@ -202,4 +215,4 @@ def _column_values(conn: Any, f: Field, ids: list[str]) -> dict[str, Any]:
     return {r.id: r.v for r in conn.execute(select(t.runs.c.id, column).where(t.runs.c.id.in_(ids)))}
 
 
-__all__ = ["RunPage", "compile_filter", "order_of", "query_runs", "value_of"]
+__all__ = ["RunPage", "compile_filter", "query_runs", "sorted_query", "value_of"]
