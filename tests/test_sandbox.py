@@ -72,6 +72,16 @@ def submit(ws: Workspace, src: Path, script: str, *args: str, compute: str | Non
     return runyard.Experiment(ws, "sb").submit(cfg)
 
 
+def _read_elsewhere(path: str) -> bytes:
+    """The bytes of ``path``, read by another process. Not by this one: it has the workspace's
+    history open, and closing any other descriptor of ``history.db`` here drops this process's
+    POSIX locks on it; another process may then take itself for the last user, checkpoint and
+    remove the WAL under this one ("database disk image is malformed")."""
+    import subprocess
+
+    return subprocess.run(["cat", path], capture_output=True, check=True).stdout
+
+
 def driver_log(ws: Workspace, run: runyard.Run) -> str:
     return Path(RunFolder.of(ws.path, run.id).driver_log).read_text()
 
@@ -143,8 +153,8 @@ def test_a_sandboxed_script_that_tries_to_get_out_gets_nowhere(ws: Workspace, sr
         "port": listener,
     }
     write_script(src, "attack.py", ATTACKER)
-    before = {p: Path(p).read_bytes() for p in targets["write"].values()}  # type: ignore[union-attr]
-    secrets = {name: Path(p).read_bytes()[:64].decode("latin-1") for name, p in targets["read"].items()  # type: ignore[union-attr]
+    before = {p: _read_elsewhere(p) for p in targets["write"].values()}  # type: ignore[union-attr]
+    secrets = {name: _read_elsewhere(p)[:64].decode("latin-1") for name, p in targets["read"].items()  # type: ignore[union-attr]
                if os.path.exists(p)}
     run = submit(ws, src, "attack.py", json.dumps(targets))
     details = run.wait_for_completion()
@@ -155,8 +165,8 @@ def test_a_sandboxed_script_that_tries_to_get_out_gets_nowhere(ws: Workspace, sr
     leaked = [name for name, content in secrets.items() if content and report[f"read {name}"] == f"read: {content}"]
     assert leaked == []
     for path in before:  # nothing outside was written (runyard itself writes the history meanwhile)
-        assert b"WRITTEN BY THE SANDBOX" not in Path(path).read_bytes(), path
-    assert Path(targets["write"]["store"]).read_bytes() == before[targets["write"]["store"]]  # type: ignore[index]
+        assert b"WRITTEN BY THE SANDBOX" not in _read_elsewhere(path), path
+    assert _read_elsewhere(targets["write"]["store"]) == before[targets["write"]["store"]]  # type: ignore[index]
     assert other.id not in report["runs seen"]
     assert run.get_metrics("attempts") == {"attempts": len(report)}  # it could still report, through its channel
     names = run.get_file_names()

@@ -32,6 +32,7 @@ Lines (``k`` says which)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -121,8 +122,11 @@ def read(folder: str, offset: int, limit: int = BATCH) -> tuple[list[Entry], int
     entries: list[Entry] = []
     problems: list[str] = []
     try:
-        fd = os.open(os.path.join(folder, LOG), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = _open_regular(folder, LOG)
     except FileNotFoundError:
+        return entries, offset, problems
+    except OSError as exc:  # (the script owns the folder: a FIFO or a device there is not read, nor waited on)
+        problems.append(f"the script's channel cannot be read: {exc.strerror or exc}")
         return entries, offset, problems
     try:
         at = offset
@@ -203,10 +207,7 @@ def ingest(history: RunHistory, store: ObjectStore, run_id: str, folder: str, *,
         done.offset = end
         for e in entries:  # taken in: the copies go
             if e.kind == "u":
-                try:
-                    os.unlink(os.path.join(folder, UPLOADS, e.file))
-                except OSError:
-                    pass
+                _remove_upload(folder, e.file)
         if not until_end:
             return done
 
@@ -219,11 +220,10 @@ def _store_uploads(store: ObjectStore, folder: str, entries: list[Entry]) -> tup
     out: dict[str, Any] = {}
     problems: list[str] = []
     for e in entries:
-        path = os.path.join(folder, UPLOADS, e.file)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = _open_regular(folder, UPLOADS, e.file)
         except OSError as exc:
-            problems.append(f"the file uploaded as '{e.name}' is gone from the channel ({exc.strerror})")
+            problems.append(f"the file uploaded as '{e.name}' is gone from the channel ({exc.strerror or exc})")
             continue
         try:
             with open(fd, "rb", buffering=0) as fh:
@@ -232,6 +232,47 @@ def _store_uploads(store: ObjectStore, folder: str, entries: list[Entry]) -> tup
         except (OSError, RunyardError) as exc:
             problems.append(f"the file uploaded as '{e.name}' was not stored: {exc}")
     return out, problems
+
+
+def _remove_upload(folder: str, name: str) -> None:
+    """Remove ``uploads/name`` of the channel, through no link: a link in place of ``uploads``
+    would have root remove any file of the machine (the workspace's history, say)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            below = os.open(UPLOADS, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(name, dir_fd=below)
+        finally:
+            os.close(below)
+
+
+def _open_regular(folder: str, *names: str) -> int:
+    """A descriptor of the regular file ``folder/names...``, opened without following a link
+    anywhere below ``folder`` and without blocking.
+
+    The channel's folder belongs to the script (in a sandbox: another, unprivileged user),
+    and whoever reads it may be root outside the sandbox: a link in place of ``uploads``
+    would have it read any file of the machine into the run's artifacts, and a FIFO would
+    have it wait forever. ``OSError`` for anything but a regular file."""
+    import stat
+
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names[:-1]:
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        found = os.open(names[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(found).st_mode):
+        os.close(found)
+        raise OSError(f"'{'/'.join(names)}' is not a regular file")
+    os.set_blocking(found, True)
+    return found
 
 
 __all__ = ["ENV", "ChannelWriter", "Entry", "Ingested", "ingest", "read"]

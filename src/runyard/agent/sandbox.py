@@ -170,6 +170,34 @@ def _mirror_venv(cache_dir: str, system: str, sites: list[str]) -> tuple[str, st
     return python, folder
 
 
+_ENV_KEEP: Final = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "LANGUAGE", "TZ", "TERM", "COLUMNS", "LINES",
+                               "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONIOENCODING",
+                               "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE", "PYTHONFAULTHANDLER", "VIRTUAL_ENV",
+                               "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})
+_ENV_KEEP_PREFIXES: Final = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "NUMEXPR_", "CUDA_", "NVIDIA_", "NCCL_",
+                             "RUNYARD_")
+_ENV_PROXIES: Final = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy",
+                                 "https_proxy", "no_proxy", "all_proxy"})
+_ENV_NEVER: Final = frozenset({"RUNYARD_HISTORY_URL"})
+
+
+def script_environ(env: dict[str, str], explicit: Any = (), *, network: bool = False) -> dict[str, str]:
+    """What of ``env`` a sandboxed script gets: runyard's own variables, its environment's
+    (``explicit``), and the caller's locale, time zone, terminal, TLS and thread/GPU settings
+    (the proxies with the network). Not the rest of the caller's environment: cloud
+    credentials, database URLs and passwords, tokens stay outside, as its files do.
+
+    >>> sorted(script_environ({"PATH": "/usr/bin", "AWS_SECRET_ACCESS_KEY": "k", "MY": "1"}, {"MY"}))
+    ['MY', 'PATH']
+    """
+    out = {}
+    for key, value in env.items():
+        if key in explicit or (key not in _ENV_NEVER and (
+                key in _ENV_KEEP or key.startswith(_ENV_KEEP_PREFIXES) or (network and key in _ENV_PROXIES))):
+            out[key] = value
+    return out
+
+
 def reachable(path: str) -> bool:
     """Whether a user who owns nothing on the way can read ``path`` (every folder above it searchable)."""
     import stat
@@ -315,7 +343,23 @@ def _state() -> str:
             st = os.stat(found) if found else None
         except OSError:
             st = None
-        parts.append(f"{found}:{st.st_ino}:{st.st_mtime_ns}" if st else "-")
+        # (ctime: a chmod, chown or an in-place rewrite changes it, and mtime may be kept)
+        parts.append(f"{found}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_mode}:{st.st_size}"
+                     if st else "-")
+    # What this process may do, which the machine's settings do not say: its namespaces (another
+    # container on the same boot has others) and its seccomp filter and no_new_privs (a container
+    # run under Docker's default profile cannot make user namespaces).
+    parts.append(f"euid {os.geteuid()}")
+    for ns in ("user", "mnt", "pid"):
+        try:
+            parts.append(os.readlink(f"/proc/self/ns/{ns}"))
+        except OSError:
+            parts.append("-")
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            parts += [line.strip() for line in fh if line.startswith(("Seccomp", "NoNewPrivs"))]
+    except OSError:
+        parts.append("-")
     return "\n".join(parts) + "\n"
 
 
@@ -345,4 +389,4 @@ def _try(uid: int, gid: int) -> str | None:
 
 
 __all__ = ["Sandbox", "bwrap_argv", "hand_over", "limits", "preflight", "python_for_sandbox", "reachable",
-           "user_ids"]
+           "script_environ", "user_ids"]

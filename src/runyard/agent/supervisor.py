@@ -245,6 +245,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         paths = data.paths()
         arguments = [PLACEHOLDER_RE.sub(lambda m: paths.get(m.group(0), m.group(0)), a) for a in arguments]
     env_record: dict[str, Any] | None = None
+    built_now = [False]  # the cache grows only when a run builds: only then is it pruned
     if request.environment:
         from runyard.agent.runenv import build_for_run, client_path, sandbox_binds
 
@@ -253,6 +254,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         def building(line: str) -> None:
             """A build's line for the driver log; the run shows Preparing while it builds (a cached
             environment says nothing, and costs no history write)."""
+            built_now[0] = True
             if not preparing[0]:
                 preparing[0] = True
                 background.get().set_status(run_id, RunStatus.PREPARING)
@@ -274,8 +276,12 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
                     return code
             return fail_early("the run's environment could not be made", exc)
         python = built.python
-        env.update(env_record["spec"]["variables"])
-        env.update({"PYTHONPATH": client, "PATH": path_with(python, os.environ.get("PATH")),
+        variables = env_record["spec"]["variables"]
+        env.update(variables)
+        # runyard's client first; the environment's own PYTHONPATH and PATH (its variables) are kept after it
+        own_pythonpath = variables.get("PYTHONPATH")
+        env.update({"PYTHONPATH": os.pathsep.join([client, *([own_pythonpath] if own_pythonpath else [])]),
+                    "PATH": path_with(python, variables.get("PATH", os.environ.get("PATH"))),
                     "VIRTUAL_ENV": built.path})
         env.pop("PYTHONHOME", None)
         if box is not None:
@@ -327,6 +333,10 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
         say(f"sandbox: {box.describe_limits()}")
         command = bwrap_argv(box, command, wd)
+        from runyard.agent.sandbox import script_environ
+
+        explicit = ((env_record or {}).get("spec") or {}).get("variables") or {}
+        env = script_environ(env, explicit, network=box.network)
         preexec = limits(box, then=_die_with_parent)
     else:
         preexec = _die_with_parent
@@ -514,7 +524,7 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         from runyard.data.materialize import prune_cache
 
         quietly(lambda: prune_cache(ws))
-    if env_record is not None and not env_record.get("user_managed"):
+    if env_record is not None and not env_record.get("user_managed") and built_now[0]:
         from runyard.agent.runenv import prune_envs
 
         quietly(lambda: prune_envs(ws))  # (this run's own is still held: never removed under it)

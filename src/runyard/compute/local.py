@@ -57,8 +57,11 @@ class LocalKind(Kind):
         os.makedirs(folder.path, exist_ok=True)
         with open(folder.cancel, "w", encoding="utf-8") as fh:
             fh.write(f"{time.time()}\n")
-        found = folder.read_identity().get("pid")
+        who = folder.read_identity()
+        found = who.get("pid")
         pid = pid or (found if isinstance(found, int) else None)
+        if not _here(who):
+            return False  # its supervisor is on another machine (a shared workspace): it polls the file
         if pid and folder.attended() and pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -66,6 +69,18 @@ class LocalKind(Kind):
             except ProcessLookupError:
                 pass
         return False
+
+
+def _here(who: dict[str, Any]) -> bool:
+    """Whether the supervisor ``who`` (``supervisor.json``) is on this machine, this boot: its pid
+    means nothing anywhere else. Unknown (no identity yet) counts as here: only this machine's
+    ``runyard run`` has prepared a run whose supervisor has not said who it is."""
+    from runyard.agent.folder import boot_id
+
+    host, boot = who.get("host"), who.get("boot_id")
+    if host is not None and host != os.uname().nodename:
+        return False
+    return not boot or not boot_id() or boot == boot_id()
 
 
 def launch(ws: Workspace, run_id: str, *, fork: bool = False, claim: int | None = None) -> int:

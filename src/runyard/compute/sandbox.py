@@ -62,8 +62,8 @@ class SandboxKind(LocalKind):
                 out["time"] = float(options["time"])
             except ValueError:
                 raise ComputeError(f"--time {options['time']!r}: give seconds (e.g. 3600).") from None
-            if out["time"] <= 0:
-                raise ComputeError("--time must be more than 0 seconds.")
+            if not out["time"] > 0 or out["time"] == float("inf"):  # (not: nan, which no time exceeds)
+                raise ComputeError(f"--time {options['time']!r}: give a number of seconds more than 0.")
         if "user" in options:
             from runyard.agent.sandbox import user_ids
 

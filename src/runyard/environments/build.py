@@ -46,6 +46,7 @@ ENV_FILE: Final = "runyard-env.json"
 REQUIREMENTS_FILE: Final = "requirements.txt"
 PYTHONS_FILE: Final = "pythons.json"
 USED_FILE: Final = "last-used"
+SITE_STAMP_FILE: Final = "site-stamp.json"
 # (pip's variable, uv's equivalent, uv's newer name for it, how uv separates a list). pip
 # separates the locations of a list with whitespace; UV_FIND_LINKS wants commas.
 _PIP_TO_UV: Final = (("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX", " "),
@@ -255,12 +256,66 @@ def acquire(cache_dir: str, spec: EnvSpec, *, usable: Callable[[str], bool] | No
         if built is None:
             with _flock(folder + ".build", fcntl.LOCK_EX):  # one build; the others wait here, then find it
                 built = _complete(folder) or _build(folder, key, spec, base, version, progress, stop)
+        elif (now := _drifted(folder, built)) is not None:
+            built, held = _after_drift(folder, key, spec, base, version, built, now, held, progress, stop)
         with contextlib.suppress(OSError):
             _touch(os.path.join(folder, USED_FILE))
         return built, held
     except BaseException:
         os.close(held)
         raise
+
+
+def _site_stamp(folder: str) -> list[list[Any]]:
+    """What changes when a package is installed into or removed from ``folder``: its site
+    folders' modification times (a package's ``.dist-info`` folder comes or goes)."""
+    out: list[list[Any]] = []
+    for site in site_dirs(folder):
+        with contextlib.suppress(OSError):
+            out.append([site, os.stat(site).st_mtime_ns])
+    return out
+
+
+def _drifted(folder: str, built: BuiltEnv) -> tuple[str, ...] | None:
+    """The packages ``folder`` holds now when they are not those it was built with (a run
+    installed into it: ``uv pip install``, ``pip install``), else None. A ``stat`` per site
+    folder while nothing changed; the packages are listed again only when one did."""
+    path = os.path.join(folder, SITE_STAMP_FILE)
+    kept = _read_json(path)
+    if kept is not None and kept.get("sites") == _site_stamp(folder):
+        return None
+    now = tuple(installed(folder))
+    if now != built.packages:
+        return now
+    with contextlib.suppress(OSError):  # (bytecode written beside a module, say: still what was built)
+        _write_json(path, {"sites": _site_stamp(folder)})
+    return None
+
+
+def _after_drift(folder: str, key: str, spec: EnvSpec, base: str, version: str, built: BuiltEnv,
+                 now: tuple[str, ...], held: int, progress: Callable[[str], None] | None,
+                 stop: Callable[[], bool] | None) -> tuple[BuiltEnv, int]:
+    """A cached environment that no longer holds what its key says: built again when no other
+    run uses it; else used as it is, and recorded as it is (never as what it was built with)."""
+    say = progress or (lambda _line: None)
+    os.close(held)
+    alone = _lock_file(folder + ".lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if alone is not None:
+        try:
+            with _flock(folder + ".build", fcntl.LOCK_EX):
+                say(f"environment '{spec.name}' ({key[:12]}) was changed since it was built (a run installed into "
+                    "it): building it again")
+                rebuilt = _build(folder, key, spec, base, version, progress, stop)
+            fcntl.flock(alone, fcntl.LOCK_SH)  # in use, by this run only
+            return rebuilt, alone
+        except BaseException:
+            os.close(alone)
+            raise
+    again = _lock_file(folder + ".lock", fcntl.LOCK_SH)
+    assert again is not None  # blocking
+    say(f"environment '{spec.name}' ({key[:12]}) was changed since it was built (a run installed into it) and "
+        "another run uses it: this run uses it as it is, and records what it holds")
+    return BuiltEnv(**{**asdict(built), "packages": now}), again
 
 
 def ensure(cache_dir: str, spec: EnvSpec, **kwargs: Any) -> BuiltEnv:
@@ -299,6 +354,7 @@ def _build(folder: str, key: str, spec: EnvSpec, base: str, version: str,
         built = BuiltEnv(key=key, path=folder, python=python, python_version=version, platform=platform_tag(),
                          packages=tuple(installed(folder)), base=base,
                          built_in_s=round(time.monotonic() - started, 3))
+        _write_json(os.path.join(folder, SITE_STAMP_FILE), {"sites": _site_stamp(folder)})
         _write_json(os.path.join(folder, ENV_FILE), built.record())  # last: the folder is complete now
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -507,8 +563,8 @@ def rebuild_spec(record: dict[str, Any], spec: EnvSpec) -> EnvSpec:
     """The spec that builds again exactly what a run had: its index options, its every
     package pinned, its interpreter's minor version (a user-managed interpreter is
     taken as it was)."""
-    if spec.user_managed or record.get("user_managed"):
-        return spec
+    if spec.user_managed or record.get("user_managed") or "packages" not in record:
+        return spec  # (a run that never ran in it: what it asked for, as it asked)
     major_minor = ".".join(str(record.get("python_version", "")).split(".")[:2]) or spec.python
     pins = [p for p in record.get("packages", []) if "==" in p]
     return EnvSpec(spec.name, python=major_minor, requirements=(*spec.options(), *pins), variables=spec.variables)

@@ -65,7 +65,8 @@ def from_path(path: str, name: str | None = None) -> EnvSpec:
                                    "or a Python interpreter (or the NAME of a registered environment).")
     base = os.path.basename(path.rstrip(os.sep))
     stem = os.path.splitext(base)[0]
-    default = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in stem).strip("-._") or "env"
+    default = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "._-" else "-"
+                      for ch in stem).strip("-._")[:255].rstrip("-._") or "env"
     if not default[0].isalnum():
         default = f"env-{default}"
     name = name or default

@@ -61,9 +61,12 @@ class EnvSpec:
             raise EnvironmentSpecError(
                 f"Environment '{self.name}' names an interpreter ({self.interpreter}) and also packages or a Python "
                 "version: a user-managed interpreter is used as it is. Give one or the other.")
-        for key in self.variables:
+        for key, value in self.variables.items():
             if not key or "=" in key or "\0" in key:
                 raise EnvironmentSpecError(f"Environment '{self.name}': {key!r} cannot name an environment variable.")
+            if "\0" in value:
+                raise EnvironmentSpecError(f"Environment '{self.name}': the value of {key} holds a NUL character, "
+                                           "which no environment variable can hold.")
         for line in self.lines():
             if _LOCAL.match(line):
                 raise EnvironmentSpecError(
@@ -124,7 +127,7 @@ class EnvSpec:
         """From a conda environment file: its ``python`` and its ``pip:`` list (and its
         ``variables:``); any other conda package is refused, naming it."""
         try:
-            with open(path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8-sig") as fh:  # (a BOM would hide the first key)
                 text = fh.read()
         except OSError as exc:
             raise EnvironmentSpecError(f"The conda file {path} cannot be read: {exc.strerror}.") from None
@@ -162,7 +165,7 @@ def _read_requirements(path: str, seen: list[str]) -> list[str]:
     if real in seen:
         raise EnvironmentSpecError(f"{path} includes itself (through -r): remove the loop.")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             raw = fh.read()
     except OSError as exc:
         raise EnvironmentSpecError(f"The requirements file {path} cannot be read: {exc.strerror}. Give the path "

@@ -5,7 +5,7 @@ runs, and by whoever reaps a lost run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runyard.history import RunRecord, RunStatus
 from runyard.runs.model import RunEnd, RunRequest, command_argv
@@ -60,9 +60,20 @@ def record(history: RunHistory, request: RunRequest) -> RunRecord:
             source_dir=request.source_dir, script=request.script or None,
             arguments=request.arguments if request.command is None else command_argv(request.command),
             compute_target=request.compute_target, python_version=request.python_version, **request.git,
+            environment=_asked(request.environment),
         )
     except HistoryError:
         return history.get_run(request.run_id)  # made meanwhile by the other side (else: raises NotFound)
+
+
+def _asked(environment: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The environment a run asks for, on its record from the start: a run that never got to
+    run in it (its build failed, it was canceled or lost while it built) still says which it
+    was, and is run again in it. What it ran with replaces this once it runs (every package)."""
+    if not environment or not environment.get("spec"):
+        return None
+    spec = environment["spec"]
+    return {"name": spec.get("name"), "version": environment.get("version"), "spec": spec}
 
 
 __all__ = ["record", "record_end"]

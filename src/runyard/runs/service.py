@@ -210,7 +210,9 @@ def rerun_spec(ws: Workspace, run_id: str, *, secrets: str | None = None,
         from runyard.environments.spec import EnvSpec
 
         environment = rebuild_spec(dict(old.environment), EnvSpec.from_dict(old.environment["spec"]))
-    return RunSpec(environment=environment,
+    # Where it ran: a run of the sandbox is not run again unsandboxed because the workspace's
+    # default is local (a target removed since is said by prepare(), and nothing runs).
+    return RunSpec(environment=environment, compute_target=old.compute_target or None,
                    source_directory=old.source_dir or ".", script="" if command is not None else (old.script or ""),
                    arguments=[] if command is not None else list(old.arguments), command=command,
                    experiment=old.experiment, parent_run_id=old.id, snapshot_id=old.snapshot_id,
