@@ -568,3 +568,16 @@ def test_registering_one_name_at_once_gives_versions_in_turn(database: str, requ
         stored = {r.version: r.spec for r in EnvironmentCatalog(history).versions("sk")}
     assert sorted(stored) == list(range(1, len(stored) + 1))
     assert all(stored[version] == spec for spec, version in got)
+
+
+def test_show_of_an_environment_without_requirements_and_of_a_run_that_never_built(workspace: Workspace,
+                                                                                   proj: Path) -> None:
+    cli = Cli(workspace)
+    assert cli("env", "create", "bare", "--python-version", "3.11").exit_code == 0
+    assert "requirements: none" in cli("env", "show", "bare").output
+    (proj / "requirements.txt").write_text("no-such-package-here\n")
+    run = runyard.Experiment(workspace, "env").submit(runyard.ScriptRunConfig(
+        source_directory=str(proj), script="train.py", environment=str(proj / "requirements.txt")))
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Failed"
+    shown = cli("runs", "show", run.id).output
+    assert "environment: requirements (not built)" in shown and "Python None" not in shown

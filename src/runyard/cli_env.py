@@ -108,7 +108,7 @@ def env_show(ctx: click.Context, ref: str, as_json: bool) -> None:
         click.echo(f"interpreter: {spec['interpreter']} (user-managed: used as it is)")
     else:
         click.echo(f"python: {spec.get('python') or 'the minor version of the Python that runs runyard'}")
-        click.echo("requirements:" + "".join(f"\n  {line}" for line in spec.get("requirements") or ()) or " none")
+        click.echo("requirements:" + ("".join(f"\n  {line}" for line in spec.get("requirements") or ()) or " none"))
     for key, value in sorted((spec.get("variables") or {}).items()):
         click.echo(f"variable: {key}={value}")
 

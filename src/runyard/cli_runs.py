@@ -184,6 +184,8 @@ def _environment_text(env: dict[str, Any]) -> str:
         env.get("name") or "the Python that runs runyard")
     shown = ", ".join(packages[:8]) + (f", ... ({len(packages)} in all: --json lists them)" if len(packages) > 8
                                         else "")
+    if not env.get("python_version"):  # asked for, never built (the run ended before it ran)
+        return f"{name} (not built)"
     return f"{name} (Python {env.get('python_version')}, {env.get('platform')}): {shown or 'no packages'}"
 
 
