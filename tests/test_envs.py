@@ -401,11 +401,11 @@ def stalling_index() -> Iterator[str]:
     server.server_close()
 
 
-def test_a_run_canceled_while_its_environment_builds(workspace: Workspace, proj: Path, stalling_index: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def building_against(index: str, workspace: Workspace, proj: Path, monkeypatch: pytest.MonkeyPatch) -> runyard.Run:
+    """A run whose environment is being built from ``index`` (one that never answers): Preparing."""
     monkeypatch.delenv("UV_NO_INDEX")
     monkeypatch.delenv("UV_FIND_LINKS")
-    monkeypatch.setenv("UV_DEFAULT_INDEX", stalling_index)
+    monkeypatch.setenv("UV_DEFAULT_INDEX", index)
     monkeypatch.setenv("UV_HTTP_TIMEOUT", "120")
     run = runyard.Experiment(workspace, "env").submit(runyard.ScriptRunConfig(
         source_directory=str(proj), script="train.py", environment=str(proj / "requirements.txt")))
@@ -413,6 +413,12 @@ def test_a_run_canceled_while_its_environment_builds(workspace: Workspace, proj:
     while run.get_status() != "Preparing" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run.get_status() == "Preparing"
+    return run
+
+
+def test_a_run_canceled_while_its_environment_builds(workspace: Workspace, proj: Path, stalling_index: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    run = building_against(stalling_index, workspace, proj, monkeypatch)
     began = time.monotonic()
     run.cancel()
     details = run.wait_for_completion(raise_on_error=False)

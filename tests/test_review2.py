@@ -105,7 +105,7 @@ def test_a_remembered_preflight_does_not_hide_a_sandbox_that_cannot_work_here(
     assert "cannot make user namespaces" in said, said
 
 
-from test_envs import stalling_index  # noqa: E402,F401
+from test_envs import building_against, stalling_index  # noqa: E402,F401
 
 
 def test_a_supervisor_killed_during_a_build(workspace: Workspace, proj: Path, stalling_index: str,
@@ -115,15 +115,7 @@ def test_a_supervisor_killed_during_a_build(workspace: Workspace, proj: Path, st
     from runyard.agent.folder import RunFolder
     from runyard.agent.procs import pid_alive, processes_with
 
-    monkeypatch.delenv("UV_NO_INDEX")
-    monkeypatch.delenv("UV_FIND_LINKS")
-    monkeypatch.setenv("UV_DEFAULT_INDEX", stalling_index)
-    monkeypatch.setenv("UV_HTTP_TIMEOUT", "120")
-    run = runyard.Experiment(workspace, "env").submit(runyard.ScriptRunConfig(
-        source_directory=str(proj), script="train.py", environment=str(proj / "requirements.txt")))
-    deadline = time.monotonic() + 60
-    while run.get_status() != "Preparing" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    run = building_against(stalling_index, workspace, proj, monkeypatch)
     time.sleep(1.0)
     folder = RunFolder.of(workspace.path, run.id)
     pid = folder.read_identity()["pid"]
