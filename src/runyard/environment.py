@@ -74,7 +74,6 @@ class Environment:
         """Set by ``register`` and ``get``."""
         self.python = PythonSection()
         self.environment_variables: dict[str, str] = {}
-        self._requirements: list[str] | None = None
         self.packages: list[str] | None = None
         """For an environment a run ran with (``Run.get_environment()``): every package, ``name==version``."""
         self.python_version: str | None = None
@@ -112,7 +111,6 @@ class Environment:
     def _of(cls, spec: EnvSpec) -> Environment:
         env = cls(spec.name)
         env.python.conda_dependencies = CondaDependencies(spec.python, list(spec.requirements), [])
-        env._requirements = list(spec.requirements)
         env.environment_variables = dict(spec.variables)
         if spec.interpreter:
             env.python.user_managed_dependencies = True

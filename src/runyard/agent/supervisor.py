@@ -183,6 +183,17 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
             append_text(folder.supervisor_log, f"runyard: the cancel could not be recorded: {exc}\n")
         return done(130)
 
+    def stopping() -> bool:
+        return cancel.requested or os.path.exists(folder.cancel)
+
+    def canceled_while_preparing() -> int | None:
+        """A cancel that stopped the preparing (data, environment) ends the run Canceled."""
+        if not stopping():
+            return None
+        if not os.path.exists(folder.cancel):  # canceled by a signal: say so where canceled_early looks
+            append_text(folder.cancel, "")
+        return canceled_early()
+
     if (code := canceled_early()) is not None:
         return code
     try:
@@ -228,18 +239,15 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
         except Exception as exc:
             workdir.cleanup()
             return fail_early("the run could not be recorded", exc)
-        data.stop = lambda: cancel.requested or os.path.exists(folder.cancel)
+        data.stop = stopping
         try:
             env.update(data.prepare())
         except Exception as exc:
             problems_early = data.unmount_all()
             data.remove_placed()
             workdir.cleanup()
-            if data.stop():
-                if not os.path.exists(folder.cancel):  # canceled by a signal: say so where canceled_early looks
-                    append_text(folder.cancel, "")
-                if (code := canceled_early()) is not None:
-                    return code
+            if (code := canceled_while_preparing()) is not None:
+                return code
             detail = "; ".join([str(exc), *problems_early])
             return fail_early("preparing the run's data failed", RunyardError(detail))
         paths = data.paths()
@@ -262,18 +270,14 @@ def supervise(ws: Workspace, run_id: str, *, lock_fd: int | None = None) -> int:
 
         try:
             built, _held, env_record = build_for_run(  # held in use until this process ends
-                ws, request.environment, box, building,
-                stop=lambda: cancel.requested or os.path.exists(folder.cancel))
+                ws, request.environment, box, building, stop=stopping)
             client, package = client_path(ws)
         except Exception as exc:
             if data is not None:
                 data.unmount_all()
             workdir.cleanup()
-            if cancel.requested or os.path.exists(folder.cancel):
-                if not os.path.exists(folder.cancel):
-                    append_text(folder.cancel, "")
-                if (code := canceled_early()) is not None:
-                    return code
+            if (code := canceled_while_preparing()) is not None:
+                return code
             return fail_early("the run's environment could not be made", exc)
         python = built.python
         variables = env_record["spec"]["variables"]

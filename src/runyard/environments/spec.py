@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -311,9 +311,4 @@ def conda_env_python(name: str) -> str:
                                "NAME --python /path/to/bin/python.")
 
 
-def requirement_lines(items: Iterable[str]) -> tuple[str, ...]:
-    """Requirement lines from the command line or a list, one per item."""
-    return tuple(str(i).strip() for i in items if str(i).strip())
-
-
-__all__ = ["EnvSpec", "anchor_find_links", "check_env_name", "conda_env_python", "parse_conda", "requirement_lines"]
+__all__ = ["EnvSpec", "anchor_find_links", "check_env_name", "conda_env_python", "parse_conda"]
