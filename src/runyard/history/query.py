@@ -215,4 +215,20 @@ def _column_values(conn: Any, f: Field, ids: list[str]) -> dict[str, Any]:
     return {r.id: r.v for r in conn.execute(select(t.runs.c.id, column).where(t.runs.c.id.in_(ids)))}
 
 
-__all__ = ["RunPage", "compile_filter", "query_runs", "sorted_query", "value_of"]
+def last_values(history: RunHistory, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Run id -> {metric: its last value} (from ``latest_metrics``: no series is read)."""
+    from runyard.history.model import decode_metric
+
+    lm = t.latest_metrics.c
+
+    def work(conn: Any) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {r: {} for r in run_ids}
+        rows = conn.execute(select(lm.run_id, lm.name, lm.value, lm.value_json).where(lm.run_id.in_(list(run_ids))))
+        for r in rows:
+            out[r.run_id][r.name] = decode_metric(r.value, r.value_json)
+        return out
+
+    return history._read(work)
+
+
+__all__ = ["RunPage", "compile_filter", "last_values", "query_runs", "sorted_query", "value_of"]

@@ -63,7 +63,10 @@ def compare_runs(ws: Workspace, run_ids: Sequence[str]) -> Comparison:
         maps = [dict(getattr(r, kind)) for r in runs]
         for key in sorted(set().union(*maps)):
             rows.append(Row(f"{kind}.{key}", [m.get(key) for m in maps]))
-    metrics = [_last_values(history, r.id) for r in runs]
+    from runyard.history.query import last_values
+
+    last = last_values(history, [r.id for r in runs])
+    metrics = [last[r.id] for r in runs]
     for name in sorted(set().union(*metrics)):
         rows.append(Row(f"metrics.{name}", [m.get(name) for m in metrics]))
     changes = None
@@ -85,10 +88,6 @@ def _env_name(env: dict[str, Any]) -> str | None:
     if env.get("name"):
         return f"{env['name']}:{env.get('version') or '-'}"
     return "runyard's Python"
-
-
-def _last_values(history: Any, run_id: str) -> dict[str, Any]:
-    return {name: values[-1] for name, values in history.get_metrics(run_id).items() if values}
 
 
 _FIELDS: list[tuple[str, Any]] = [
