@@ -698,3 +698,22 @@ def test_a_planted_end_file_does_not_block_the_reaper(workspace: Workspace, src:
     kill_and_wait(identity(workspace, run.id)["pid"])
     assert run.get_status() == "Failed"
     assert "outputs/kept.txt" in run.get_file_names()
+
+
+def test_a_run_whose_reaper_died_after_recording_its_end_is_finished_by_the_next_read(workspace: Workspace,
+                                                                                       src: Path) -> None:
+    """The end is in the history, but whoever recorded it (a supervisor, a reaper) was killed
+    before letting go: the marker stays, nobody holds it. The next read finishes the work."""
+    write_script(src, "ok.py", "print('done')\n")
+    run = runyard.Experiment(workspace, "late").submit(runyard.ScriptRunConfig(source_directory=str(src),
+                                                                               script="ok.py"))
+    assert run.wait_for_completion()["status"] == "Completed"
+    folder = RunFolder.of(workspace.path, run.id)
+    deadline = time.monotonic() + 10
+    while os.path.exists(folder.marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.close(folder.claim())  # a marker as a killed holder leaves it: there, and held by nobody
+    assert os.path.exists(folder.marker) and folder.attended() is False
+    assert get_run(workspace, run.id).status is RunStatus.COMPLETED
+    assert not os.path.exists(folder.marker)
+    assert get_run(workspace, run.id).status is RunStatus.COMPLETED  # and reads stay as they were

@@ -309,9 +309,11 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
         run: RunRecord | None = history.get_run(run_id)
     except NotFoundError:
         run = None
-    if run is not None and run.is_terminal:
-        return run
     folder = RunFolder.of(ws.path, run_id)
+    if run is not None and run.is_terminal:
+        if os.path.exists(folder.marker):  # (one stat) its end is recorded, but whoever recorded it died
+            _finish_reaping(ws, history, run_id)  # before letting go of it: finish the work
+        return run
     if run is None and not os.path.exists(folder.request):
         return history.get_run(run_id)  # raises NotFoundError
     if folder.attended():
@@ -344,6 +346,18 @@ def get_run(ws: Workspace, run_id: str, history: RunHistory | None = None) -> Ru
     if not run.is_terminal and run.host and run.host != os.uname().nodename and reap_lost(ws, history, [run]):
         run = history.get_run(run_id)  # another machine's run whose heartbeat stopped
     return run
+
+
+def _finish_reaping(ws: Workspace, history: RunHistory, run_id: str) -> None:
+    """Unmount, remove and let go of an ended run whose supervisor or reaper died after recording
+    its end (a live one, finishing, holds the run and is left to it). Problems wait for the next
+    read, or runyard gc."""
+    from runyard.runs.reaper import reap
+
+    try:
+        reap(ws, history, run_id)
+    except Exception:
+        pass
 
 
 def request_cancel(ws: Workspace, run_id: str, pid: int | None = None) -> bool:
